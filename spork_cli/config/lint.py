@@ -1,0 +1,521 @@
+"""Semantic checks beyond the schema: what a valid-looking gateway.toml still gets wrong."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from spork_cli.config.diagnostics import Diagnostic
+from spork_cli.config.load import Loaded, _did_you_mean
+from spork_cli.config.model import GatewayConfig
+
+HMAC_MIN_BYTES = 32
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+_HMAC = ("HS256", "HS384", "HS512")
+
+Check = Callable[[GatewayConfig, Loaded], Iterator[Diagnostic]]
+
+
+def lint(loaded: Loaded) -> list[Diagnostic]:
+    """Every semantic finding for a config that passed the schema."""
+    config = loaded.config
+    if config is None:
+        return []
+    found: list[Diagnostic] = []
+    for check in CHECKS:
+        found.extend(check(config, loaded))
+    return found
+
+
+def _services(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    seen: dict[str, int] = {}
+    for i, service in enumerate(config.services):
+        if service.name in seen:
+            yield loaded.diag(
+                ("services", i, "name"),
+                "duplicate-service",
+                f"service '{service.name}' is already defined as services[{seen[service.name]}]",
+            )
+        else:
+            seen[service.name] = i
+        for j, endpoint in enumerate(service.endpoints):
+            problem = _url_problem(endpoint.url)
+            if problem:
+                yield loaded.diag(
+                    ("services", i, "endpoints", j, "url")
+                    if ("services", i, "endpoints", j, "url") in loaded.positions.values
+                    else ("services", i, "endpoints", j),
+                    "invalid-url",
+                    f"invalid upstream URL '{endpoint.url}': {problem}",
+                )
+        if service.balance == "weighted" and all(e.weight == 0 for e in service.endpoints):
+            yield loaded.diag(
+                ("services", i, "endpoints"),
+                "no-weight",
+                "every endpoint has weight 0, so none can get traffic",
+            )
+    used = {route.service for route in config.routes}
+    for i, service in enumerate(config.services):
+        if service.name not in used:
+            yield loaded.diag(
+                ("services", i, "name"),
+                "unused-service",
+                f"no route uses service '{service.name}'",
+                severity="warning",
+            )
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "it has no host"
+    if port == 0:
+        return "port 0 is not a valid port"
+    if parts.query or parts.fragment:
+        return "an endpoint cannot carry a query or fragment"
+    if parts.username or parts.password:
+        return "credentials do not belong in the URL"
+    return None
+
+
+def _routes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    names = [s.name for s in config.services]
+    seen_paths: dict[str, list[tuple[int, frozenset[str]]]] = {}
+    for i, route in enumerate(config.routes):
+        if config.service(route.service) is None:
+            yield loaded.diag(
+                ("routes", i, "service"),
+                "unknown-service",
+                f"route '{route.path}' names unknown service '{route.service}'",
+                hint=_did_you_mean(route.service, names)
+                or ("define it under [[services]]" if not names else None),
+            )
+        methods = frozenset(route.methods)
+        for j, earlier in seen_paths.get(route.path, []):
+            if earlier == methods:
+                yield loaded.diag(
+                    ("routes", i, "path"),
+                    "duplicate-route",
+                    f"route '{route.path}' duplicates routes[{j}] (same path and methods)",
+                )
+                break
+            if not earlier or (methods <= earlier and methods):
+                yield loaded.diag(
+                    ("routes", i, "path"),
+                    "shadowed-route",
+                    f"route '{route.path}' is never reached: routes[{j}] has the same prefix "
+                    "and already takes every one of its methods",
+                )
+                break
+        seen_paths.setdefault(route.path, []).append((i, methods))
+        yield from _route_auth(config, loaded, i)
+        yield from _route_limits(loaded, i, route.rate_limit)
+        if route.cache is not None and route.methods and not {"GET", "HEAD"} & methods:
+            yield loaded.diag(
+                ("routes", i, "cache"),
+                "cache-unused",
+                "only GET and HEAD are cached, and this route allows neither",
+                severity="warning",
+            )
+    route_ids: dict[str, int] = {}
+    for i, route in enumerate(config.routes):
+        if route.name is not None and route.name in route_ids:
+            yield loaded.diag(
+                ("routes", i, "name"),
+                "duplicate-route-name",
+                f"route name '{route.name}' is already used by routes[{route_ids[route.name]}]",
+            )
+        elif route.name is not None:
+            route_ids[route.name] = i
+
+
+def _route_auth(config: GatewayConfig, loaded: Loaded, i: int) -> Iterator[Diagnostic]:
+    route = config.routes[i]
+    if route.auth != "none" and config.auth is None:
+        yield loaded.diag(
+            ("routes", i, "auth"),
+            "auth-not-configured",
+            f"route '{route.path}' has auth = \"{route.auth}\" but there is no [auth] section",
+        )
+    if route.auth == "none" and (route.roles or route.scopes):
+        yield loaded.diag(
+            ("routes", i, "roles" if route.roles else "scopes"),
+            "roles-without-auth",
+            'roles and scopes need auth = "required" or "optional"',
+        )
+    limit = route.rate_limit
+    if limit is not None and route.auth == "none":
+        if "user" in limit.key or limit.authenticated is not None:
+            yield loaded.diag(
+                ("routes", i, "rate_limit"),
+                "limit-needs-auth",
+                "a per-user key or an authenticated tier needs auth on the route",
+                severity="warning",
+            )
+
+
+def _route_limits(loaded: Loaded, i: int, limit: object) -> Iterator[Diagnostic]:
+    from spork_cli.config.model import RateLimit, RateTier
+
+    if not isinstance(limit, RateLimit):
+        return
+    tiers: list[tuple[tuple[str | int, ...], RateLimit | RateTier]] = [
+        (("routes", i, "rate_limit"), limit)
+    ]
+    if limit.authenticated is not None:
+        tiers.append((("routes", i, "rate_limit", "authenticated"), limit.authenticated))
+    for path, tier in tiers:
+        if tier.requests == 0:
+            yield loaded.diag(
+                (*path, "requests"), "never-admits", "requests = 0 never admits a request"
+            )
+        if tier.per <= 0:
+            yield loaded.diag((*path, "per"), "never-admits", "the period must be longer than zero")
+        if tier.burst == 0 and limit.algorithm != "sliding_window":
+            yield loaded.diag(
+                (*path, "burst"),
+                "never-admits",
+                "burst = 0 leaves no room for a single request",
+                hint="burst counts requests admitted at once; use 1 or more",
+            )
+
+
+def _auth(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    auth = config.auth
+    if auth is None:
+        return
+    hmac = [a for a in auth.algorithms if a in _HMAC]
+    asym = [a for a in auth.algorithms if a not in _HMAC]
+    if hmac and auth.secret is None:
+        yield loaded.diag(
+            ("auth", "algorithms"),
+            "missing-secret",
+            f"{hmac[0]} needs auth.secret",
+            hint='secret = "${SPORK_JWT_SECRET}"',
+        )
+    if hmac and auth.secret is not None:
+        size = len(auth.secret.get_secret_value().encode())
+        if size < HMAC_MIN_BYTES:
+            yield loaded.diag(
+                ("auth", "secret"),
+                "weak-secret",
+                f"the HMAC secret is {size} bytes; at least {HMAC_MIN_BYTES} are required",
+                hint="spork token keygen --alg HS256 prints a strong one",
+            )
+    if asym and not (auth.public_key_file or auth.jwks_file or auth.jwks_url):
+        yield loaded.diag(
+            ("auth", "algorithms"),
+            "missing-key",
+            f"{asym[0]} needs public_key_file, jwks_file or jwks_url",
+        )
+    if auth.jwks_url is not None:
+        parts = urlsplit(auth.jwks_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            yield loaded.diag(
+                ("auth", "jwks_url"), "invalid-url", "jwks_url must be an http(s) URL"
+            )
+    for key in ("public_key_file", "private_key_file"):
+        name = getattr(auth, key)
+        if name is not None:
+            yield from _pem_file(loaded, ("auth", key), name)
+    if auth.jwks_file is not None:
+        yield from _json_file(loaded, ("auth", "jwks_file"), auth.jwks_file, _jwks_problem)
+
+
+def _pem_file(loaded: Loaded, path: tuple[str, ...], name: str) -> Iterator[Diagnostic]:
+    text = yield from _read(loaded, path, name)
+    if text is None:
+        return
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_pem_public_key,
+    )
+
+    data = text.encode()
+    try:
+        if "PRIVATE KEY" in text:
+            load_pem_private_key(data, password=None)
+        else:
+            load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        yield loaded.diag(
+            path, "file-unparsable", f"{name} is not a usable PEM key ({_first_line(exc)})"
+        )
+
+
+def _jwks_problem(document: object) -> str | None:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        return 'a JWKS is an object with a "keys" array'
+    if not document["keys"]:
+        return "the JWKS holds no keys"
+    return None
+
+
+def _schema_problem(document: object) -> str | None:
+    import jsonschema_rs
+
+    if not isinstance(document, dict | bool):
+        return "a JSON Schema is an object"
+    try:
+        jsonschema_rs.meta.validate(document)
+    except jsonschema_rs.ValidationError as exc:
+        return f"not a valid JSON Schema: {_first_line(exc)}"
+    except (ValueError, jsonschema_rs.ReferencingError) as exc:
+        return f"not a valid JSON Schema: {_first_line(exc)}"
+    return None
+
+
+def _json_file(
+    loaded: Loaded,
+    path: tuple[str | int, ...],
+    name: str,
+    problem: Callable[[object], str | None],
+) -> Iterator[Diagnostic]:
+    text = yield from _read(loaded, path, name)
+    if text is None:
+        return
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        yield loaded.diag(path, "file-unparsable", f"{name} is not valid JSON ({exc})")
+        return
+    found = problem(document)
+    if found:
+        code = "invalid-json-schema" if problem is _schema_problem else "file-unparsable"
+        yield loaded.diag(path, code, f"{name}: {found}")
+
+
+def _read(
+    loaded: Loaded, path: tuple[str | int, ...], name: str
+) -> Generator[Diagnostic, None, str | None]:
+    """Yield a diagnostic when ``name`` cannot be read; return its text otherwise."""
+    file = Path(name) if Path(name).is_absolute() else loaded.base_dir / name
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        yield loaded.diag(path, "file-missing", f"{name} does not exist (looked at {file})")
+    except IsADirectoryError:
+        yield loaded.diag(path, "file-unreadable", f"{name} is a directory")
+    except UnicodeDecodeError:
+        yield loaded.diag(path, "file-unparsable", f"{name} is not UTF-8 text")
+    except OSError as exc:
+        yield loaded.diag(path, "file-unreadable", f"{name} cannot be read ({exc.strerror})")
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _schemas(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    for i, route in enumerate(config.routes):
+        if route.body_schema is not None:
+            yield from _json_file(
+                loaded, ("routes", i, "body_schema"), route.body_schema, _schema_problem
+            )
+
+
+def _state(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    state = config.state
+    if state.backend == "redis":
+        if state.url is None:
+            yield loaded.diag(
+                ("state", "backend"),
+                "missing-redis-url",
+                'backend = "redis" needs state.url',
+                hint='url = "redis://127.0.0.1:6379/0"',
+            )
+        else:
+            problem = redis_url_problem(state.url)
+            if problem:
+                yield loaded.diag(("state", "url"), "invalid-redis-url", problem)
+    elif state.url is not None:
+        yield loaded.diag(
+            ("state", "url"),
+            "url-ignored",
+            'state.url is ignored while backend = "memory"',
+            severity="warning",
+        )
+    if state.backend == "memory" and config.server.workers > 1:
+        yield loaded.diag(
+            ("server", "workers"),
+            "per-worker-state",
+            f"{config.server.workers} workers with memory state: limits, breakers and caches "
+            "become per worker",
+            severity="warning",
+            hint='use [state] backend = "redis" to share them',
+        )
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL spork can use, or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"malformed Redis URL '{url}': {exc}"
+    if parts.scheme not in REDIS_SCHEMES:
+        return f"malformed Redis URL '{url}': the scheme must be one of " + ", ".join(
+            f"{s}://" for s in REDIS_SCHEMES
+        )
+    if parts.scheme == "unix":
+        return None if parts.path else f"malformed Redis URL '{url}': no socket path"
+    if parts.scheme == "redis+sentinel":
+        if not parts.netloc or not parts.path.strip("/"):
+            return (
+                f"malformed Redis URL '{url}': sentinel URLs are "
+                "redis+sentinel://host:port[,host:port]/service_name[/db]"
+            )
+        return None
+    if not parts.hostname:
+        return f"malformed Redis URL '{url}': no host"
+    if port == 0:
+        return f"malformed Redis URL '{url}': port 0"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"malformed Redis URL '{url}': the database must be a number, not '{db}'"
+    if db and parts.scheme == "redis+cluster" and db != "0":
+        return f"malformed Redis URL '{url}': Redis Cluster has only database 0"
+    return None
+
+
+def _thresholds(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    def bad(path: tuple[str | int, ...], message: str) -> Diagnostic:
+        return loaded.diag(path, "threshold-range", message)
+
+    for i, service in enumerate(config.services):
+        b = service.breaker
+        base: tuple[str | int, ...] = ("services", i, "breaker")
+        if b is not None:
+            if b.failures < 1:
+                yield bad((*base, "failures"), "failures must be 1 or more")
+            if b.failure_ratio is not None and not 0 < b.failure_ratio <= 1:
+                yield bad((*base, "failure_ratio"), "failure_ratio must be > 0 and <= 1")
+            if b.min_requests < 1:
+                yield bad((*base, "min_requests"), "min_requests must be 1 or more")
+            if b.half_open_probes < 1:
+                yield bad((*base, "half_open_probes"), "half_open_probes must be 1 or more")
+            if b.cooldown <= 0:
+                yield bad((*base, "cooldown"), "cooldown must be longer than zero")
+            if b.max_cooldown < b.cooldown:
+                yield bad((*base, "max_cooldown"), "max_cooldown is shorter than cooldown")
+            if b.cooldown_multiplier < 1:
+                yield bad((*base, "cooldown_multiplier"), "cooldown_multiplier must be >= 1")
+            if b.failure_ratio is not None and b.window <= 0:
+                yield bad((*base, "window"), "window must be longer than zero")
+        h = service.health
+        base = ("services", i, "health")
+        if h is not None:
+            for key in ("healthy_threshold", "unhealthy_threshold"):
+                if not 1 <= getattr(h, key) <= 100:
+                    yield bad((*base, key), f"{key} must be between 1 and 100")
+            if h.interval <= 0:
+                yield bad((*base, "interval"), "interval must be longer than zero")
+            elif h.timeout >= h.interval:
+                yield loaded.diag(
+                    (*base, "timeout"),
+                    "threshold-range",
+                    "timeout is not shorter than interval, so probes overlap",
+                    severity="warning",
+                )
+            if h.timeout <= 0:
+                yield bad((*base, "timeout"), "timeout must be longer than zero")
+        if service.timeout <= 0:
+            yield bad(("services", i, "timeout"), "timeout must be longer than zero")
+        r = service.retries
+        if r.max_backoff < r.backoff:
+            yield bad(("services", i, "retries", "max_backoff"), "max_backoff is below backoff")
+
+
+def _regexes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    def compiled(path: tuple[str | int, ...], pattern: str) -> Iterator[Diagnostic]:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            yield loaded.diag(path, "invalid-regex", f"invalid regular expression: {exc}")
+
+    for i, rule in enumerate(config.deny):
+        for key in ("path", "query", "value"):
+            pattern = getattr(rule, key)
+            if pattern is not None:
+                yield from compiled(("deny", i, key), pattern)
+        if rule.path is None and rule.query is None and rule.header is None:
+            yield loaded.diag(("deny", i), "empty-rule", "a deny rule needs path, query or header")
+        if (rule.header is None) != (rule.value is None):
+            yield loaded.diag(
+                ("deny", i), "empty-rule", "header and value go together in a deny rule"
+            )
+    corses = [(("cors",), config.cors)] + [
+        (("routes", i, "cors"), r.cors) for i, r in enumerate(config.routes)
+    ]
+    for base, cors in corses:
+        if cors is None:
+            continue
+        for j, pattern in enumerate(cors.allow_origin_regex):
+            yield from compiled((*base, "allow_origin_regex", j), pattern)
+        if cors.allow_credentials and "*" in cors.allow_origins:
+            yield loaded.diag(
+                (*base, "allow_credentials"),
+                "cors-credentials-wildcard",
+                'browsers refuse credentials with allow_origins = ["*"]; list the origins',
+            )
+
+
+def _server(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    for i, cidr in enumerate(config.server.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            yield loaded.diag(
+                ("server", "trusted_proxies", i),
+                "invalid-cidr",
+                f"'{cidr}' is not an IP address or CIDR block",
+            )
+    if config.admin.enabled and (config.admin.host, config.admin.port) == (
+        config.server.host,
+        config.server.port,
+    ):
+        yield loaded.diag(
+            ("admin", "port"), "port-clash", "the admin listener uses the gateway's own port"
+        )
+    if config.admin.enabled and config.admin.host not in ("127.0.0.1", "::1", "localhost"):
+        if config.admin.token is None:
+            yield loaded.diag(
+                ("admin", "host"),
+                "admin-exposed",
+                "the admin listener is reachable beyond loopback without a token",
+                severity="warning",
+                hint='set admin.token = "${SPORK_ADMIN_TOKEN}"',
+            )
+
+
+CHECKS: tuple[Check, ...] = (
+    _server,
+    _state,
+    _auth,
+    _services,
+    _routes,
+    _schemas,
+    _thresholds,
+    _regexes,
+)
+
+
+def check_file(file: str, env: dict[str, str] | None = None) -> Loaded:
+    """Schema and semantic diagnostics of one file, in file order (raises UsageError)."""
+    from spork_cli.config.load import load_file
+
+    loaded = load_file(file, env)
+    loaded.diagnostics.extend(lint(loaded))
+    loaded.diagnostics.sort(key=lambda d: (d.line, d.column))
+    return loaded

@@ -1,0 +1,479 @@
+"""The gateway.toml model: frozen pydantic models, unknown keys rejected.
+
+Static settings (``server`` listener, ``admin`` listener, ``state`` backend) need a restart
+to change; everything else is dynamic and hot-reloads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema
+
+from spork_cli.config.units import Duration, Size
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+Algorithm = Literal[
+    "HS256", "HS384", "HS512",
+    "RS256", "RS384", "RS512",
+    "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512",
+    "EdDSA",
+]  # fmt: skip
+OnError = Literal["open", "closed", "local"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+HEADER_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+HeaderName = Annotated[str, Field(pattern=HEADER_PATTERN)]
+Status = Annotated[int, Field(ge=100, le=599)]
+
+
+def _upper(value: Any) -> Any:
+    if isinstance(value, list):
+        return [v.upper() if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Methods = Annotated[list[HttpMethod], BeforeValidator(_upper)]
+StrList = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+
+
+class Model(BaseModel):
+    """Base of every section: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# -- static sections -------------------------------------------------------------------------
+
+
+class ServerTimeouts(Model):
+    """Timeouts of the client-facing listener."""
+
+    keepalive: Duration = Field(75.0, description="Idle keep-alive connections close after this.")
+    request: Duration = Field(
+        60.0, description="Longest a whole request may take, upstream included."
+    )
+    shutdown: Duration = Field(
+        30.0, description="On SIGTERM, how long in-flight requests may drain before exit."
+    )
+
+
+class Server(Model):
+    """The client-facing listener (static: a change needs a restart)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on.", examples=["0.0.0.0"])
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT)."
+    )
+    max_body: Size = Field(
+        8 * 1024 * 1024,
+        description="Largest request body accepted; routes may set their own.",
+        examples=["512KiB"],
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs whose X-Forwarded-For / Forwarded headers are believed.",
+        examples=[["127.0.0.1/32", "10.0.0.0/8"]],
+    )
+    timeouts: ServerTimeouts = Field(default_factory=ServerTimeouts)
+
+
+class Admin(Model):
+    """The admin listener: health, metrics, admin API and dashboard (static)."""
+
+    enabled: bool = Field(True, description="Serve the admin listener at all.")
+    host: str = Field("127.0.0.1", description="Address of the admin listener.")
+    port: int = Field(9901, ge=1, le=65535, description="Port of the admin listener.")
+    token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by the admin API when set.",
+        examples=["${SPORK_ADMIN_TOKEN}"],
+    )
+
+
+class State(Model):
+    """Where limiter, breaker, cache and revocation state lives (backend and url are static)."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="`memory`: this process only. `redis`: shared by every instance."
+    )
+    url: str | None = Field(
+        None,
+        description=(
+            "Redis URL: redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://."
+        ),
+        examples=["redis://127.0.0.1:6379/0"],
+    )
+    prefix: str = Field("spork", pattern=NAME_PATTERN, description="Prefix of every key.")
+    timeout: Duration = Field(0.05, description="Longest a request waits on the state store.")
+    on_error: OnError = Field(
+        "open",
+        description=(
+            "When the store fails: `open` allows, `closed` answers 503, `local` falls back "
+            "to per-process memory until the store answers again."
+        ),
+    )
+    pool_size: int = Field(50, ge=1, le=10000, description="Connections in the Redis pool.")
+    max_keys: int = Field(
+        100_000, ge=100, description="Entries the memory backend keeps before evicting."
+    )
+
+
+# -- dynamic sections ------------------------------------------------------------------------
+
+
+class Auth(Model):
+    """How JWTs are verified, and which claims are forwarded upstream."""
+
+    algorithms: list[Algorithm] = Field(
+        default_factory=lambda: list[Algorithm](["HS256"]),
+        min_length=1,
+        description="Accepted `alg` values; any other (and `none`) is rejected.",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="HMAC secret for HS* algorithms, at least 32 bytes.",
+        examples=["${SPORK_JWT_SECRET}"],
+    )
+    public_key_file: str | None = Field(
+        None, description="PEM public key for RS/PS/ES/EdDSA, relative to this file."
+    )
+    private_key_file: str | None = Field(
+        None, description="PEM private key `spork token mint` signs with (never the gateway)."
+    )
+    jwks_file: str | None = Field(None, description="A JWKS document on disk.")
+    jwks_url: str | None = Field(None, description="A JWKS URL, fetched and cached.")
+    jwks_cache_ttl: Duration = Field(300.0, description="How long a fetched JWKS is kept.")
+    issuer: str | None = Field(None, description="Required `iss`, when set.")
+    audience: StrList = Field(
+        default_factory=list, description="Accepted `aud` values (any one matches)."
+    )
+    leeway: Duration = Field(0.0, description="Clock skew allowed on exp, nbf and iat.")
+    require_exp: bool = Field(True, description="Reject tokens without `exp`.")
+    roles_claim: str = Field("roles", description="Claim holding the roles list.")
+    scopes_claim: str = Field("scope", description="Claim holding scopes (list or spaces).")
+    cookie: str | None = Field(None, description="Also read the token from this cookie.")
+    query_param: str | None = Field(None, description="Also read the token from this parameter.")
+    forward_claims: dict[str, HeaderName] = Field(
+        default_factory=lambda: {"sub": "X-User-Id", "roles": "X-User-Roles"},
+        description=(
+            "Claims sent upstream as headers. Clients can never set these headers themselves."
+        ),
+    )
+    cache_size: int = Field(10_000, ge=0, description="Verified tokens remembered per process.")
+
+
+class Cors(Model):
+    """Cross-origin resource sharing, answered at the gateway."""
+
+    allow_origins: StrList = Field(
+        default_factory=list,
+        description="Exact origins, or `*` for any.",
+        examples=[["http://localhost:3000"]],
+    )
+    allow_origin_regex: StrList = Field(
+        default_factory=list, description="Origins matching any of these regexes are allowed."
+    )
+    allow_methods: Methods = Field(
+        default_factory=lambda: list[HttpMethod](["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+        description="Methods allowed in preflight.",
+    )
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type"],
+        description="Request headers allowed in preflight; `*` allows any.",
+    )
+    expose_headers: list[str] = Field(default_factory=list, description="Headers JS may read.")
+    allow_credentials: bool = Field(False, description="Allow cookies and credentials.")
+    max_age: Duration = Field(600.0, description="How long browsers cache a preflight.")
+
+
+class SecurityHeaders(Model):
+    """Security headers added to every response."""
+
+    preset: Literal["default", "strict", "off"] = Field(
+        "default", description="Baseline set of headers; the keys below override it."
+    )
+    hsts_max_age: Duration = Field(
+        31_536_000.0, description="HSTS max-age, sent only on requests that came over HTTPS."
+    )
+    content_security_policy: str | None = Field(None, description="Content-Security-Policy.")
+    frame_options: Literal["DENY", "SAMEORIGIN"] | None = Field(None)
+    referrer_policy: str | None = Field(None)
+    permissions_policy: str | None = Field(None)
+    extra: dict[HeaderName, str] = Field(
+        default_factory=dict, description="Further headers to set on every response."
+    )
+
+
+class Logging(Model):
+    """Structured logs: JSON when stdout is not a terminal, readable when it is."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`auto`: console on a terminal, JSON otherwise."
+    )
+    access_log: bool = Field(True, description="One line per request.")
+
+
+DEFAULT_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+class Metrics(Model):
+    """Prometheus metrics on the admin listener."""
+
+    enabled: bool = Field(True)
+    path: str = Field("/metrics", pattern=r"^/", description="Path on the admin listener.")
+    buckets: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_BUCKETS),
+        min_length=1,
+        description="Latency histogram buckets in seconds.",
+    )
+
+
+class DenyRule(Model):
+    """A tripwire for known-bad requests (403); not a web application firewall."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Shown in logs and the 403 body.")
+    path: str | None = Field(None, description="Regex searched in the raw path.")
+    query: str | None = Field(None, description="Regex searched in the raw query string.")
+    header: HeaderName | None = Field(None, description="Header whose value `value` is tested.")
+    value: str | None = Field(None, description="Regex searched in that header's value.")
+
+
+class Demo(Model):
+    """A built-in demo "users" service that `spork serve` starts beside the gateway."""
+
+    enabled: bool = Field(False, description="Start the demo service with the gateway.")
+    host: str = Field("127.0.0.1", description="Address of the demo service.")
+    port: int = Field(9100, ge=1, le=65535, description="Port of the demo service.")
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+class Endpoint(Model):
+    """One upstream instance of a service."""
+
+    url: str = Field(
+        description="Base URL, http:// or https://.", examples=["http://127.0.0.1:9000"]
+    )
+    weight: int = Field(1, ge=0, le=1000, description="Share of traffic with `weighted`.")
+
+
+def _endpoints(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"url": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _endpoints_schema(schema: dict[str, Any]) -> None:
+    schema["items"] = {"anyOf": [{"type": "string"}, schema["items"]]}
+
+
+class Retries(Model):
+    """Retrying failed upstream attempts, on another endpoint."""
+
+    attempts: int = Field(2, ge=0, le=10, description="Retries after the first try.")
+    on_status: list[Status] = Field(
+        default_factory=lambda: [502, 503, 504], description="Statuses that are retried."
+    )
+    backoff: Duration = Field(0.025, description="Base of exponential backoff (full jitter).")
+    max_backoff: Duration = Field(1.0, description="Cap of one backoff wait.")
+    budget: float = Field(
+        0.2, ge=0, le=1, description="Retries at most this share of recent requests."
+    )
+
+
+class Passive(Model):
+    """Passive ejection of endpoints that keep failing real traffic."""
+
+    failures: int = Field(5, ge=1, description="Consecutive failures that eject an endpoint.")
+    cooldown: Duration = Field(30.0, description="How long an ejected endpoint rests.")
+
+
+class HealthCheck(Model):
+    """Active health checks of each endpoint."""
+
+    path: str = Field("/health", pattern=r"^/", description="Path probed on every endpoint.")
+    interval: Duration = Field(10.0, description="Time between probes.")
+    timeout: Duration = Field(2.0, description="A probe slower than this fails.")
+    expected_status: list[Status] = Field(
+        default_factory=lambda: [200], min_length=1, description="Statuses that count as healthy."
+    )
+    healthy_threshold: int = Field(2, description="Consecutive passes that mark healthy.")
+    unhealthy_threshold: int = Field(3, description="Consecutive fails that mark unhealthy.")
+    passive: Passive = Field(default_factory=Passive)
+
+
+class Breaker(Model):
+    """A circuit breaker shared by every instance through the state store."""
+
+    failures: int = Field(5, description="Consecutive failures that open the breaker.")
+    failure_ratio: float | None = Field(
+        None, description="Or: failure share over `window` that opens it (0 < ratio <= 1)."
+    )
+    window: Duration = Field(30.0, description="Rolling window of `failure_ratio`.")
+    min_requests: int = Field(20, description="Requests in the window before the ratio counts.")
+    cooldown: Duration = Field(30.0, description="How long the breaker stays open.")
+    max_cooldown: Duration = Field(
+        300.0, description="Cap of the cooldown when it grows on repeated trips."
+    )
+    cooldown_multiplier: float = Field(
+        1.0, description="Cooldown grows by this factor on each trip in a row (>= 1)."
+    )
+    half_open_probes: int = Field(1, description="Requests let through to test recovery.")
+    failure_on: list[Literal["connect", "timeout"]] = Field(
+        default_factory=lambda: list[Literal["connect", "timeout"]](["connect", "timeout"]),
+        description="Transport errors that count as failures.",
+    )
+    failure_statuses: list[Status] = Field(
+        default_factory=lambda: [500, 502, 503, 504],
+        description="Upstream statuses that count as failures.",
+    )
+    on_error: OnError | None = Field(None, description="Overrides `state.on_error`.")
+
+
+class Service(Model):
+    """An upstream service with one or more endpoints."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Referenced by routes.")
+    endpoints: Annotated[list[Endpoint], BeforeValidator(_endpoints)] = Field(
+        min_length=1,
+        json_schema_extra=_endpoints_schema,
+        description="URLs, or tables with `url` and `weight`.",
+        examples=[["http://127.0.0.1:9001", "http://127.0.0.1:9002"]],
+    )
+    balance: Literal["round_robin", "weighted", "least_conn", "p2c"] = Field(
+        "round_robin", description="How an endpoint is chosen."
+    )
+    preserve_host: bool = Field(
+        False, description="Send the client's Host upstream instead of the endpoint's."
+    )
+    timeout: Duration = Field(30.0, description="Total time for one upstream attempt.")
+    connect_timeout: Duration = Field(2.0, description="Time to open a connection.")
+    max_connections: int = Field(100, ge=1, le=10000, description="Pool size per endpoint.")
+    retries: Retries = Field(default_factory=Retries)
+    health: HealthCheck | None = Field(None, description="Active checks; off when absent.")
+    breaker: Breaker | None = Field(None, description="Circuit breaker; off when absent.")
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+RateKey = Annotated[str, Field(pattern=r"^(ip|user|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")]
+
+
+class RateTier(Model):
+    """A limit: `requests` per `per`, with an optional burst."""
+
+    requests: int = Field(ge=0, description="Requests admitted per period.")
+    per: Duration = Field(description="The period.", examples=["1m"])
+    burst: int | None = Field(None, ge=0, description="Extra requests admitted at once.")
+
+
+class RateLimit(Model):
+    """Rate limiting of a route; the top-level limit applies to anonymous clients."""
+
+    requests: int = Field(ge=0, description="Requests admitted per period.")
+    per: Duration = Field(description="The period.", examples=["1m"])
+    burst: int | None = Field(None, ge=0, description="Extra requests admitted at once.")
+    algorithm: Literal["gcra", "token_bucket", "sliding_window"] = Field("gcra")
+    key: list[RateKey] = Field(
+        default_factory=lambda: ["ip"],
+        min_length=1,
+        description="What identifies a client: ip, user, route, header:NAME (combined).",
+    )
+    authenticated: RateTier | None = Field(
+        None, description="A separate limit for requests with a valid token."
+    )
+    exempt_roles: list[str] = Field(default_factory=list, description="Roles never limited.")
+    on_error: OnError | None = Field(None, description="Overrides `state.on_error`.")
+
+
+class Cache(Model):
+    """Response caching of GET and HEAD."""
+
+    ttl: Duration = Field(30.0, description="How long a response is served from cache.")
+    statuses: list[Status] = Field(default_factory=lambda: [200], description="Cached statuses.")
+    vary: list[HeaderName] = Field(
+        default_factory=list, description="Request headers that are part of the key."
+    )
+    max_entry_size: Size = Field(1024 * 1024, description="Larger responses are not cached.")
+    on_error: OnError | None = Field(None, description="Overrides `state.on_error`.")
+
+
+class HeaderEdit(Model):
+    """Headers to set and to remove."""
+
+    set: dict[HeaderName, str] = Field(default_factory=dict)
+    remove: list[HeaderName] = Field(default_factory=list)
+
+
+class Route(Model):
+    """A path prefix mapped to a service. The longest matching prefix wins."""
+
+    path: str = Field(pattern=r"^/", description="Path prefix, matched on segment boundaries.")
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Name in metrics and state keys."
+    )
+    service: str = Field(description="Name of a `[[services]]` entry.")
+    methods: Methods = Field(default_factory=list, description="Allowed methods; empty = any.")
+    strip_prefix: bool = Field(False, description="Remove `path` before forwarding.")
+    auth: Literal["required", "optional", "none"] = Field("none")
+    roles: list[str] = Field(default_factory=list, description="Roles a token must hold.")
+    roles_mode: Literal["any", "all"] = Field("any")
+    scopes: list[str] = Field(default_factory=list, description="Scopes a token must hold.")
+    scopes_mode: Literal["any", "all"] = Field("all")
+    rate_limit: RateLimit | None = Field(None)
+    cache: Cache | None = Field(None)
+    body_schema: str | None = Field(
+        None, description="JSON Schema file for request bodies, relative to this file."
+    )
+    max_body: Size | None = Field(None, description="Overrides `server.max_body`.")
+    timeout: Duration | None = Field(None, description="Overrides the service timeout.")
+    retry_non_idempotent: bool = Field(
+        False, description="Allow retries of POST and PATCH on this route."
+    )
+    websocket: bool = Field(True, description="Proxy WebSocket upgrades.")
+    cors: Cors | None = Field(None, description="Overrides the global `[cors]`.")
+    security_headers: SecurityHeaders | None = Field(None)
+    request_headers: HeaderEdit = Field(default_factory=HeaderEdit)
+    response_headers: HeaderEdit = Field(default_factory=HeaderEdit)
+
+    @property
+    def route_id(self) -> str:
+        return self.name or self.path
+
+
+# -- the file ---------------------------------------------------------------------------------
+
+
+class GatewayConfig(Model):
+    """The whole gateway.toml."""
+
+    server: Server = Field(default_factory=Server)
+    admin: Admin = Field(default_factory=Admin)
+    state: State = Field(default_factory=State)
+    auth: Auth | None = Field(None, description="JWT verification; routes need it for auth.")
+    cors: Cors | None = Field(None, description="Global CORS; off when absent.")
+    security_headers: SecurityHeaders = Field(default_factory=SecurityHeaders)
+    logging: Logging = Field(default_factory=Logging)
+    metrics: Metrics = Field(default_factory=Metrics)
+    deny: list[DenyRule] = Field(default_factory=list, description="Requests refused with 403.")
+    demo: Demo = Field(default_factory=Demo)
+    services: list[Service] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+
+    def service(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
