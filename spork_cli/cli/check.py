@@ -99,7 +99,8 @@ def render_text(results: list[Loaded], strict: bool) -> None:
             )
             continue
         console.print(f"[bold]{_esc(loaded.file)}[/]")
-        lines = loaded.text.splitlines()
+        # Lines end only at "\n" in TOML; str.splitlines() also splits at "\x85", "\u2028"...
+        lines = [line.removesuffix("\r") for line in loaded.text.split("\n")]
         for d in loaded.diagnostics:
             errors += d.severity == "error"
             warnings += d.severity == "warning"

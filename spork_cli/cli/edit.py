@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-service_app = typer.Typer(help="Change [[services]] in gateway.toml.", no_args_is_help=True)
-route_app = typer.Typer(help="Change [[routes]] in gateway.toml.", no_args_is_help=True)
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("-c", "--config", help="gateway.toml to edit (default: the global -c)."),
+]
+
+service_app = typer.Typer(help="Add services to gateway.toml.", no_args_is_help=True)
+route_app = typer.Typer(help="Add routes to gateway.toml.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,11 +29,12 @@ def service_add(
     balance: Annotated[
         str | None, typer.Option("--balance", help="round_robin, weighted, least_conn or p2c.")
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Add a service to gateway.toml (checked before it is written)."""
     from spork_cli.config.edit import add_service
 
-    path = ctx.obj
+    path = config or ctx.obj
     add_service(path, name, url, balance)
     typer.echo(f"added service '{name}' to {path}")
 
@@ -44,10 +51,11 @@ def route_add(
         bool, typer.Option("--strip-prefix", help="Remove PATH before forwarding.")
     ] = False,
     auth: Annotated[str | None, typer.Option("--auth", help="required, optional or none.")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Add a route to gateway.toml (checked before it is written)."""
     from spork_cli.config.edit import add_route
 
-    file = ctx.obj
+    file = config or ctx.obj
     add_route(file, path_prefix, service, method or [], strip_prefix, auth)
     typer.echo(f"added route '{path_prefix}' -> {service} to {file}")

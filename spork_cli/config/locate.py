@@ -84,8 +84,9 @@ class _Scanner:
         keys, starts = self._dotted_key()
         self.pos += 2 if is_array else 1
         resolved: Path = ()
-        for key in keys[:-1]:
+        for key, start in zip(keys[:-1], starts[:-1], strict=True):
             resolved += (key,)
+            self.out.keys.setdefault(resolved, start)
             if resolved in self.array_tables:
                 resolved += (self.array_tables[resolved] - 1,)
         resolved += (keys[-1],)

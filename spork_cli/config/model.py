@@ -206,9 +206,15 @@ class SecurityHeaders(Model):
         31_536_000.0, description="HSTS max-age, sent only on requests that came over HTTPS."
     )
     content_security_policy: str | None = Field(None, description="Content-Security-Policy.")
-    frame_options: Literal["DENY", "SAMEORIGIN"] | None = Field(None)
-    referrer_policy: str | None = Field(None)
-    permissions_policy: str | None = Field(None)
+    frame_options: Literal["DENY", "SAMEORIGIN"] | None = Field(
+        None, description="X-Frame-Options; the preset's value when unset."
+    )
+    referrer_policy: str | None = Field(
+        None, description="Referrer-Policy; the preset's value when unset."
+    )
+    permissions_policy: str | None = Field(
+        None, description="Permissions-Policy; the preset's value when unset."
+    )
     extra: dict[HeaderName, str] = Field(
         default_factory=dict, description="Further headers to set on every response."
     )
@@ -217,7 +223,9 @@ class SecurityHeaders(Model):
 class Logging(Model):
     """Structured logs: JSON when stdout is not a terminal, readable when it is."""
 
-    level: Literal["debug", "info", "warning", "error"] = Field("info")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level written."
+    )
     format: Literal["auto", "json", "console"] = Field(
         "auto", description="`auto`: console on a terminal, JSON otherwise."
     )
@@ -233,7 +241,7 @@ DEFAULT_BUCKETS = (
 class Metrics(Model):
     """Prometheus metrics on the admin listener."""
 
-    enabled: bool = Field(True)
+    enabled: bool = Field(True, description="Serve Prometheus metrics.")
     path: str = Field("/metrics", pattern=r"^/", description="Path on the admin listener.")
     buckets: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
@@ -245,8 +253,12 @@ class Metrics(Model):
 class DenyRule(Model):
     """A tripwire for known-bad requests (403); not a web application firewall."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Shown in logs and the 403 body.")
-    path: str | None = Field(None, description="Regex searched in the raw path.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Shown in logs and the 403 body.", examples=["dotfiles"]
+    )
+    path: str | None = Field(
+        None, description="Regex searched in the raw path.", examples=[r"/\.(git|env)(/|$)"]
+    )
     query: str | None = Field(None, description="Regex searched in the raw query string.")
     header: HeaderName | None = Field(None, description="Header whose value `value` is tested.")
     value: str | None = Field(None, description="Regex searched in that header's value.")
@@ -348,7 +360,7 @@ class Breaker(Model):
 class Service(Model):
     """An upstream service with one or more endpoints."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Referenced by routes.")
+    name: str = Field(pattern=NAME_PATTERN, description="Referenced by routes.", examples=["users"])
     endpoints: Annotated[list[Endpoint], BeforeValidator(_endpoints)] = Field(
         min_length=1,
         json_schema_extra=_endpoints_schema,
@@ -377,18 +389,24 @@ RateKey = Annotated[str, Field(pattern=r"^(ip|user|route|header:[!#$%&'*+.^_`|~0
 class RateTier(Model):
     """A limit: `requests` per `per`, with an optional burst."""
 
-    requests: int = Field(ge=0, description="Requests admitted per period.")
+    requests: int = Field(ge=0, description="Requests admitted per period.", examples=[60])
     per: Duration = Field(description="The period.", examples=["1m"])
-    burst: int | None = Field(None, ge=0, description="Extra requests admitted at once.")
+    burst: int | None = Field(
+        None, ge=0, description="Extra requests admitted at once.", examples=[10]
+    )
 
 
 class RateLimit(Model):
     """Rate limiting of a route; the top-level limit applies to anonymous clients."""
 
-    requests: int = Field(ge=0, description="Requests admitted per period.")
+    requests: int = Field(ge=0, description="Requests admitted per period.", examples=[60])
     per: Duration = Field(description="The period.", examples=["1m"])
-    burst: int | None = Field(None, ge=0, description="Extra requests admitted at once.")
-    algorithm: Literal["gcra", "token_bucket", "sliding_window"] = Field("gcra")
+    burst: int | None = Field(
+        None, ge=0, description="Extra requests admitted at once.", examples=[10]
+    )
+    algorithm: Literal["gcra", "token_bucket", "sliding_window"] = Field(
+        "gcra", description="GCRA and token bucket allow bursts; sliding window counts."
+    )
     key: list[RateKey] = Field(
         default_factory=lambda: ["ip"],
         min_length=1,
@@ -416,32 +434,57 @@ class Cache(Model):
 class HeaderEdit(Model):
     """Headers to set and to remove."""
 
-    set: dict[HeaderName, str] = Field(default_factory=dict)
-    remove: list[HeaderName] = Field(default_factory=list)
+    set: dict[HeaderName, str] = Field(
+        default_factory=dict, description="Headers to set, replacing any present."
+    )
+    remove: list[HeaderName] = Field(default_factory=list, description="Headers to drop.")
 
 
 class Route(Model):
     """A path prefix mapped to a service. The longest matching prefix wins."""
 
-    path: str = Field(pattern=r"^/", description="Path prefix, matched on segment boundaries.")
-    name: str | None = Field(
-        None, pattern=NAME_PATTERN, description="Name in metrics and state keys."
+    path: str = Field(
+        pattern=r"^/",
+        description="Path prefix, matched on segment boundaries.",
+        examples=["/api/users"],
     )
-    service: str = Field(description="Name of a `[[services]]` entry.")
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Name in metrics and state keys; the path when unset.",
+        examples=["users"],
+    )
+    service: str = Field(description="Name of a `[[services]]` entry.", examples=["users"])
     methods: Methods = Field(default_factory=list, description="Allowed methods; empty = any.")
     strip_prefix: bool = Field(False, description="Remove `path` before forwarding.")
-    auth: Literal["required", "optional", "none"] = Field("none")
-    roles: list[str] = Field(default_factory=list, description="Roles a token must hold.")
-    roles_mode: Literal["any", "all"] = Field("any")
-    scopes: list[str] = Field(default_factory=list, description="Scopes a token must hold.")
-    scopes_mode: Literal["any", "all"] = Field("all")
-    rate_limit: RateLimit | None = Field(None)
-    cache: Cache | None = Field(None)
-    body_schema: str | None = Field(
-        None, description="JSON Schema file for request bodies, relative to this file."
+    auth: Literal["required", "optional", "none"] = Field(
+        "none",
+        description=(
+            "`required`: 401 without a valid token. `optional`: identity when a valid token "
+            "comes, anonymous without one, 401 for an invalid one. `none`: tokens ignored."
+        ),
     )
-    max_body: Size | None = Field(None, description="Overrides `server.max_body`.")
-    timeout: Duration | None = Field(None, description="Overrides the service timeout.")
+    roles: list[str] = Field(default_factory=list, description="Roles a token must hold.")
+    roles_mode: Literal["any", "all"] = Field(
+        "any", description="Whether any one of `roles` suffices, or all are needed."
+    )
+    scopes: list[str] = Field(default_factory=list, description="Scopes a token must hold.")
+    scopes_mode: Literal["any", "all"] = Field(
+        "all", description="Whether any one of `scopes` suffices, or all are needed."
+    )
+    rate_limit: RateLimit | None = Field(None, description="Off when absent.")
+    cache: Cache | None = Field(None, description="Off when absent.")
+    body_schema: str | None = Field(
+        None,
+        description="JSON Schema file for request bodies, relative to this file.",
+        examples=["schemas/user.json"],
+    )
+    max_body: Size | None = Field(
+        None, description="Overrides `server.max_body`.", examples=["64KiB"]
+    )
+    timeout: Duration | None = Field(
+        None, description="Overrides the service timeout.", examples=["10s"]
+    )
     retry_non_idempotent: bool = Field(
         False, description="Allow retries of POST and PATCH on this route."
     )

@@ -1,0 +1,234 @@
+"""docs/configuration.md, generated from the models so it can never drift from them.
+
+Regenerate with ``python -m spork_cli.config.reference docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+
+from spork_cli.config.model import GatewayConfig
+from spork_cli.config.units import format_duration, format_size, parse_duration, parse_size
+
+INTRO = """\
+# gateway.toml reference
+
+Every key spork reads from `gateway.toml`, generated from the configuration models
+(`python -m spork_cli.config.reference docs/configuration.md`). `spork check` validates a file
+against exactly these rules; `spork schema` exports them as JSON Schema for editors.
+
+- **Durations** are strings with a unit: `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"1d"`, or
+  combined like `"1m30s"`.
+- **Sizes** are strings with a unit (`"512KiB"`, `"1MiB"`, `"1GB"`) or a plain number of bytes.
+- **Environment**: `${VAR}` in any string is replaced by the variable's value; `${VAR:-default}`
+  uses `default` when `VAR` is unset; `$${` writes a literal `${`. A missing variable without
+  a default is an error that names it.
+- **Unknown keys are errors**, reported with their line and column and the closest known key.
+- **Static settings** (`[server]` and `[admin]` listeners, `state.backend` and `state.url`)
+  need a restart; everything else is applied by hot reload.
+"""
+
+
+def render() -> str:
+    sections: list[str] = [INTRO]
+    seen: dict[type[BaseModel], str] = {}
+    for name, field in GatewayConfig.model_fields.items():
+        model = _model_in(field.annotation)
+        if model is None:
+            continue
+        is_array = _is_list(field.annotation)
+        header = f"[[{name}]]" if is_array else f"[{name}]"
+        _section(sections, header, name, model, field, seen)
+    return "\n".join(sections).rstrip() + "\n"
+
+
+def _section(
+    out: list[str],
+    header: str,
+    dotted: str,
+    model: type[BaseModel],
+    field: FieldInfo | None,
+    seen: dict[type[BaseModel], str],
+) -> None:
+    level = "#" * min(2 + dotted.count("."), 4)
+    out.append(f"{level} `{header}`\n")
+    doc = (model.__doc__ or "").strip()
+    if field is not None and field.description:
+        doc = f"{field.description} {doc}".strip()
+    if doc:
+        out.append(doc + "\n")
+    if model in seen:
+        out.append(f"The same keys as `{seen[model]}`.\n")
+        return
+    seen[model] = header
+    rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    nested: list[tuple[str, FieldInfo, type[BaseModel], bool]] = []
+    for name, sub in model.model_fields.items():
+        sub_model = _model_in(sub.annotation)
+        if sub_model is not None and not _is_dict(sub.annotation):
+            nested.append((name, sub, sub_model, _is_list(sub.annotation)))
+            continue
+        rows.append(f"| `{name}` | {_type(sub)} | {_default(sub)} | {_describe(sub)} |")
+    if len(rows) > 2:
+        out.append("\n".join(rows) + "\n")
+        out.append(_example(header, model))
+    for name, sub, sub_model, is_array in nested:
+        path = f"{dotted}.{name}"
+        _section(out, f"[[{path}]]" if is_array else f"[{path}]", path, sub_model, sub, seen)
+
+
+def _example(header: str, model: type[BaseModel]) -> str:
+    """A TOML snippet setting every scalar key of the section (defaults or examples)."""
+    lines = ["```toml", header]
+    for name, field in model.model_fields.items():
+        if _model_in(field.annotation) is not None and not _is_dict(field.annotation):
+            continue
+        if field.examples:
+            value = field.examples[0]
+        elif field.is_required():
+            continue
+        else:
+            value = field.get_default(call_default_factory=True)
+            kind = _kind(field)
+            if value is None:
+                lines.append(f"# {name} = ...")
+                continue
+            if kind == "duration":
+                value = format_duration(value)
+            elif kind == "size":
+                value = format_size(value)
+        lines.append(f"{name} = {_toml(value)}")
+    lines.append("```\n")
+    return "\n".join(lines)
+
+
+def _describe(field: FieldInfo) -> str:
+    text = (field.description or "").replace("|", "\\|")
+    if field.examples:
+        example = " ".join(f"`{_toml(e)}`" for e in field.examples)
+        text = f"{text} Example: {example}".strip().replace("|", "\\|")
+    return text
+
+
+def _kind(field: FieldInfo) -> str | None:
+    """ "duration" or "size" for fields of those types, also inside ``X | None``."""
+    metadata = list(field.metadata)
+    for arg in typing.get_args(field.annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            metadata.extend(arg.__metadata__)
+    for meta in metadata:
+        func = getattr(meta, "func", None)
+        if func is parse_duration:
+            return "duration"
+        if func is parse_size:
+            return "size"
+    return None
+
+
+def _type(field: FieldInfo) -> str:
+    kind = _kind(field)
+    optional = _is_optional(field.annotation)
+    text = kind or _annotation(field.annotation)
+    if field.is_required():
+        text += ", required"
+    elif optional and field.default is None:
+        text += ", optional"
+    return text
+
+
+def _annotation(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Annotated:
+        return _annotation(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_annotation(a) for a in args)
+    if origin is Literal:
+        return " \\| ".join(f'`"{a}"`' for a in typing.get_args(annotation))
+    if origin is list:
+        return f"array of {_annotation(args[0])}"
+    if origin is dict:
+        return f"table of {_annotation(args[1])}"
+    if annotation is SecretStr:
+        return "string (secret)"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    if annotation in names:
+        return names[annotation]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "table"
+    return str(annotation)
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return ""
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, BaseModel):
+        return ""
+    kind = _kind(field)
+    if kind == "duration":
+        return f'`"{format_duration(value)}"`'
+    if kind == "size":
+        return f'`"{format_size(value)}"`'
+    return f"`{_toml(value)}`"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {_toml(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return True
+    return any(_is_list(a) for a in typing.get_args(annotation) if typing.get_origin(a))
+
+
+def _is_dict(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict
+
+
+def _is_optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if argv:
+        Path(argv[0]).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""The README is executable: its set-up commands are the ones CI runs, and every command of
+its tour runs here with the output it shows."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT, spork_env
+
+README = PROJECT_ROOT / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+@dataclass
+class Step:
+    command: str
+    expected: str
+
+
+def blocks(kind: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(README.read_text()) if lang == kind]
+
+
+def tour() -> list[Step]:
+    steps: list[Step] = []
+    for body in blocks("console"):
+        for line in body.splitlines():
+            if line.startswith("$ "):
+                steps.append(Step(line[2:], ""))
+            else:
+                steps[-1].expected += line + "\n"
+    return steps
+
+
+def matches(expected: str, actual: str) -> bool:
+    """``...`` in the README stands for any text; everything else must be exact."""
+    pattern = ".*".join(re.escape(part) for part in expected.rstrip().split("..."))
+    actual = "\n".join(line.rstrip() for line in actual.rstrip().splitlines())
+    return re.fullmatch(pattern, actual, re.DOTALL) is not None
+
+
+def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    setup = [body.strip() for body in blocks("sh")]
+    assert setup[0] == "pip install -e . && spork serve"
+    test_command = setup[1]
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == test_command, "the last line of .ci/run must be the README's test command"
+
+
+def test_ci_script_is_executable_and_fails_on_no_tests() -> None:
+    mode = (PROJECT_ROOT / ".ci" / "run").stat().st_mode
+    assert mode & stat.S_IXUSR
+    script = (PROJECT_ROOT / "scripts" / "test.sh").read_text()
+    assert '"$status" -eq 5' in script and "exit 1" in script
+
+
+def test_tour_commands_give_the_output_shown(tmp_path: Path) -> None:
+    steps = tour()
+    assert len(steps) >= 10
+    work = tmp_path / "work"
+    shutil.copytree(PROJECT_ROOT / "examples", work / "examples")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # The tour calls `spork`; point it at this checkout whether or not it is installed.
+    shim = bin_dir / "spork"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m spork_cli "$@"\n')
+    shim.chmod(0o755)
+    env = spork_env({"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
+    for step in steps:
+        result = subprocess.run(
+            ["bash", "-c", step.command],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"$ {step.command}\n{result.stdout}"
+        assert "Traceback" not in result.stdout
+        assert matches(step.expected, result.stdout), (
+            f"$ {step.command}\n--- README shows\n{step.expected}--- got\n{result.stdout}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "ok"),
+    [
+        ("a\nb\n", "a\nb\n", True),
+        ("a\n...\nc\n", "a\nx\ny\nc\n", True),
+        ("wrote ...key\n", "wrote /tmp/x/key\n", True),
+        ("a\nb\n", "a\nc\n", False),
+        ("a\n", "a\nextra\n", False),
+    ],
+)
+def test_output_matching(expected: str, actual: str, ok: bool) -> None:
+    assert matches(expected, actual) is ok

@@ -1,0 +1,77 @@
+"""The built wheel carries the templates: `spork init` works from a fresh virtual environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_init_renders_every_template(
+    tmp_path: Path,
+) -> None:
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = dist.glob("spork_cli-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "spork_cli/templates/index.toml" in names
+    assert "spork_cli/templates/minimal/gateway.toml" in names
+
+    # The venv borrows the already-installed dependencies but must use the wheel's own code.
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    work = tmp_path / "work"
+    work.mkdir()
+    where = subprocess.run(
+        [str(python), "-c", "import spork_cli.scaffold as s; print(s.templates_dir())"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.strip().startswith(str(env_dir)), where.stdout
+    spork = env_dir / "bin" / "spork"
+    for template in ("minimal", "full", "microservices"):
+        target = work / template
+        made = subprocess.run(
+            [str(spork), "init", str(target), "--template", template],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        checked = subprocess.run(
+            [str(spork), "check", str(target / "gateway.toml")],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
