@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from spork_cli import __version__
-from spork_cli.cli import check, edit, init, schema
+from spork_cli.cli import check, edit, init, schema, serve
 from spork_cli.errors import SporkError
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -61,6 +61,7 @@ init.register(app)
 check.register(app)
 schema.register(app)
 edit.register(app)
+serve.register(app)
 
 
 def main() -> None:

@@ -219,7 +219,10 @@ def _auth(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
             f"{asym[0]} needs public_key_file, jwks_file or jwks_url",
         )
     if auth.jwks_url is not None:
-        parts = urlsplit(auth.jwks_url)
+        try:
+            parts = urlsplit(auth.jwks_url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             yield loaded.diag(
                 ("auth", "jwks_url"), "invalid-url", "jwks_url must be an http(s) URL"
@@ -308,6 +311,8 @@ def _read(
         yield loaded.diag(path, "file-unreadable", f"{name} is a directory")
     except UnicodeDecodeError:
         yield loaded.diag(path, "file-unparsable", f"{name} is not UTF-8 text")
+    except ValueError:  # a NUL in the name, which TOML escapes allow
+        yield loaded.diag(path, "file-unreadable", f"{name!r} is not a valid file name")
     except OSError as exc:
         yield loaded.diag(path, "file-unreadable", f"{name} cannot be read ({exc.strerror})")
     return None
@@ -361,7 +366,8 @@ def redis_url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL spork can use, or None."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        # A sentinel netloc lists several host:port pairs, which .port cannot read
+        port = None if parts.scheme == "redis+sentinel" else parts.port
     except ValueError as exc:
         return f"malformed Redis URL '{url}': {exc}"
     if parts.scheme not in REDIS_SCHEMES:
@@ -441,7 +447,7 @@ def _regexes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
     def compiled(path: tuple[str | int, ...], pattern: str) -> Iterator[Diagnostic]:
         try:
             re.compile(pattern)
-        except re.error as exc:
+        except (re.error, RecursionError, OverflowError) as exc:
             yield loaded.diag(path, "invalid-regex", f"invalid regular expression: {exc}")
 
     for i, rule in enumerate(config.deny):

@@ -146,6 +146,11 @@ def _parse_toml(loaded: Loaded) -> dict[str, Any] | None:
         loaded.diagnostics.append(
             Diagnostic(loaded.file, line, col, "", "error", "toml-syntax", reason)
         )
+    except ValueError as exc:  # not a TOMLDecodeError: an integer beyond int_max_str_digits
+        reason = str(exc).partition(";")[0]
+        loaded.diagnostics.append(
+            Diagnostic(loaded.file, 1, 1, "", "error", "toml-syntax", f"invalid TOML: {reason}")
+        )
     except RecursionError:
         loaded.diagnostics.append(
             Diagnostic(
@@ -252,7 +257,10 @@ def _from_validation(exc: ValidationError, loaded: Loaded) -> list[Diagnostic]:
             out.append(loaded.diag(path, "out-of-range", _message(err["msg"])))
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            hint = _did_you_mean(str(err.get("input")), re.findall(r"'([^']*)'", expected))
+            value = err.get("input")
+            # str() of a deeply nested table would exceed the recursion limit
+            choices = re.findall(r"'([^']*)'", expected)
+            hint = _did_you_mean(value, choices) if isinstance(value, str) else None
             out.append(loaded.diag(path, "invalid-value", f"must be one of {expected}", hint=hint))
         elif kind == "string_pattern_mismatch":
             out.append(loaded.diag(path, "invalid-value", _pattern_message(path)))

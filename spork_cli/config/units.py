@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -44,11 +46,17 @@ def parse_duration(value: Any) -> float:
         raise ValueError(
             f'invalid duration "{value}": use a number and a unit (ms, s, m, h, d), e.g. "30s"'
         )
+    if not math.isfinite(total):
+        raise ValueError(f'duration "{value}" is too long')
     return total
 
 
 def _suggest_duration(number: float) -> str:
-    return f"{number:g}s"
+    try:
+        seconds = float(number)
+    except OverflowError:
+        seconds = math.inf
+    return f"{seconds:g}s" if math.isfinite(seconds) else "60s"
 
 
 def format_duration(seconds: float) -> str:
@@ -56,12 +64,14 @@ def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
-        if seconds >= size and (seconds / size).is_integer():
-            return f"{int(seconds / size)}{unit}"
+        count = seconds / size
+        if seconds >= size and count.is_integer() and count * size == seconds:
+            return f"{int(count)}{unit}"
     millis = seconds * 1000
-    if millis.is_integer():
+    if millis.is_integer() and int(millis) * _DURATION_UNITS["ms"] == seconds:
         return f"{int(millis)}ms"
-    return f"{seconds:g}s"
+    # repr() is the shortest text that reads back exactly; Decimal spells it without exponent
+    return f"{Decimal(repr(seconds)):f}s"
 
 
 def parse_size(value: Any) -> int:
@@ -80,7 +90,10 @@ def parse_size(value: Any) -> int:
         raise ValueError(
             f'invalid size "{value}": use a number and a unit (B, KiB, MiB, GiB, KB, MB, GB)'
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[unit or "b"])
+    size = float(match.group(1)) * _SIZE_UNITS[unit or "b"]
+    if not math.isfinite(size):
+        raise ValueError(f'size "{value}" is too large')
+    return int(size)
 
 
 def format_size(size: int) -> str:

@@ -1,0 +1,1 @@
+"""The gateway: route table, proxy, balancing, health, reload, admin listener."""

@@ -1,0 +1,292 @@
+"""Forwarding a request to a service: headers, streaming both ways, retries, timeouts.
+
+Bodies stream in both directions; small bodies with a known length are read whole, which is
+faster and makes them replayable for retries. A streamed request body is never replayed.
+The upstream ``timeout`` bounds the wait for the response head; after that it bounds each
+idle gap in the body, so long downloads and event streams are not cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.middleware.request_id import traceparent
+
+if TYPE_CHECKING:
+    from spork_cli.gateway.balancer import EndpointState
+    from spork_cli.gateway.table import CompiledRoute
+
+log = structlog.get_logger("spork.proxy")
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
+REPLAYABLE_BODY = 64 * 1024
+BUFFERED_RESPONSE = 256 * 1024
+CHUNK = 64 * 1024
+
+
+class Forwarding:
+    """How headers are rewritten on the way; built once per table."""
+
+    def __init__(self, trusted_proxies: Iterable[str], identity_headers: Iterable[str]) -> None:
+        self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
+        self.strip = frozenset(h.lower() for h in identity_headers) | HOP_BY_HOP | {"host"}
+
+    def is_trusted(self, peer: str | None) -> bool:
+        if not peer or not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+    def upstream_headers(
+        self, request: web.Request, endpoint: EndpointState, preserve_host: bool
+    ) -> CIMultiDict[str]:
+        incoming = request.headers
+        drop = self.strip
+        connection = incoming.get("Connection")
+        if connection:
+            drop = drop | {t.strip().lower() for t in connection.split(",")}
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in incoming.items() if k.lower() not in drop
+        )
+        peer = request.remote or ""
+        trusted = self.is_trusted(peer)
+        scheme = request.scheme
+        host = incoming.get("Host", "")
+        prior_xff = incoming.get("X-Forwarded-For") if trusted else None
+        headers["X-Forwarded-For"] = f"{prior_xff}, {peer}" if prior_xff else peer
+        headers["X-Forwarded-Proto"] = (
+            incoming.get("X-Forwarded-Proto", scheme) if trusted else scheme
+        )
+        headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host) if trusted else host
+        node = f'"[{peer}]"' if ":" in peer else peer
+        element = f"for={node};proto={scheme}" + (f';host="{host}"' if host else "")
+        prior = incoming.get("Forwarded") if trusted else None
+        headers["Forwarded"] = f"{prior}, {element}" if prior else element
+        headers["X-Request-ID"] = request["request_id"]
+        headers["traceparent"] = traceparent(incoming.get("traceparent"))
+        if preserve_host and host:
+            headers["Host"] = host
+        return headers
+
+
+def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    drop = HOP_BY_HOP
+    connection = upstream.get("Connection")
+    if connection:
+        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in drop)
+
+
+async def forward(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
+    """The innermost handler of every route."""
+    if request.headers.get("Upgrade", "").lower() == "websocket" and route.config.websocket:
+        from spork_cli.gateway.websocket import proxy_websocket
+
+        return await proxy_websocket(request, route)
+    limit = _BodyLimit(route.max_body)
+    try:
+        return await _attempts(request, route, limit)
+    except HTTPProblem:
+        raise
+    except Exception as exc:
+        if limit.exceeded:
+            raise limit.problem() from exc
+        raise
+
+
+async def _attempts(
+    request: web.Request, route: CompiledRoute, limit: _BodyLimit
+) -> web.StreamResponse:
+    pool = route.pool
+    service = pool.config
+    body, replayable = await _request_body(request, limit)
+    method = request.method
+    may_retry = replayable and (method in IDEMPOTENT or route.config.retry_non_idempotent)
+    attempts = 1 + (service.retries.attempts if may_retry else 0)
+    timeout = route.config.timeout or service.timeout
+    path = _upstream_path(route, request.raw_path)
+    client_timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=service.connect_timeout, sock_read=timeout
+    )
+    pool.budget.record_request()
+    tried: list[EndpointState] = []
+    for attempt in range(attempts):
+        endpoint = pool.balancer.pick(tried)
+        if endpoint is None:
+            raise HTTPProblem(
+                503, "no-healthy-endpoint", f"service '{pool.name}' has no healthy endpoint"
+            )
+        tried.append(endpoint)
+        request["spork.endpoint"] = endpoint.url
+        last = attempt == attempts - 1
+        headers = route.forwarding.upstream_headers(request, endpoint, service.preserve_host)
+        url = URL(str(endpoint.base) + path, encoded=True)
+        assert pool.session is not None
+        pool.acquire(endpoint)
+        started = time.perf_counter()
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    upstream = await pool.session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        timeout=client_timeout,
+                    )
+            except TimeoutError as exc:
+                pool.record_failure(endpoint, "timeout")
+                raise HTTPProblem(
+                    504, "upstream-timeout", f"service '{pool.name}' did not answer in time"
+                ) from exc
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                if limit.exceeded:
+                    raise limit.problem() from exc
+                pool.record_failure(endpoint, _reason(exc))
+                if not last and pool.budget.try_retry():
+                    await _backoff(service.retries.backoff, service.retries.max_backoff, attempt)
+                    continue
+                raise HTTPProblem(
+                    502, "upstream-unreachable", f"service '{pool.name}' could not be reached"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                if limit.exceeded:
+                    raise limit.problem() from exc
+                pool.record_failure(endpoint, _reason(exc))
+                raise HTTPProblem(
+                    502, "upstream-error", f"service '{pool.name}' gave an invalid response"
+                ) from exc
+            request["spork.upstream_seconds"] = time.perf_counter() - started
+            if limit.exceeded:
+                upstream.release()
+                raise limit.problem()
+            status = upstream.status
+            if status >= 500:
+                pool.record_failure(endpoint, f"status {status}")
+            else:
+                endpoint.record_success()
+            if not last and status in service.retries.on_status and pool.budget.try_retry():
+                upstream.release()
+                await _backoff(service.retries.backoff, service.retries.max_backoff, attempt)
+                continue
+            return await _relay(request, upstream)
+        finally:
+            pool.release(endpoint)
+    raise AssertionError("unreachable: the last attempt always returns or raises")
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    headers = response_headers(upstream.headers)
+    headers["X-Request-ID"] = request["request_id"]
+    headers["Server"] = "spork"
+    length = upstream.content_length
+    try:
+        if request.method == "HEAD" or upstream.status in (204, 304):
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(headers)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        if length is not None and length <= BUFFERED_RESPONSE:
+            body = await upstream.read()
+            headers.popall("Content-Length", None)
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, body=body, headers=headers
+            )
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        headers.popall("Content-Length", None)
+        response.headers.extend(headers)
+        if length is not None:
+            response.content_length = length
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The head was sent already: all we can do is cut the client's connection.
+        log.warning("upstream broke off mid-response", error=_reason(exc))
+        raise ConnectionResetError("upstream broke off mid-response") from exc
+    finally:
+        upstream.release()
+
+
+class _BodyLimit:
+    """Counts a streamed body; past the limit the stream stops and the client gets 413."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.exceeded = False
+
+    def problem(self) -> HTTPProblem:
+        return HTTPProblem(
+            413, "body-too-large", f"the request body is larger than {self.limit} bytes"
+        )
+
+    async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in request.content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise self.problem()
+            yield chunk
+
+
+async def _request_body(request: web.Request, limit: _BodyLimit) -> tuple[object, bool]:
+    """The body to send: bytes when small and known (replayable), else the stream."""
+    if not request.body_exists:
+        return None, True
+    length = request.content_length
+    if length is not None and length > limit.limit:
+        raise limit.problem()
+    if length is not None and length <= REPLAYABLE_BODY:
+        return await request.read(), True
+    return limit.stream(request), False
+
+
+def _upstream_path(route: CompiledRoute, raw_path: str) -> str:
+    from spork_cli.gateway.table import strip
+
+    return strip(route, raw_path)
+
+
+async def _backoff(base: float, cap: float, attempt: int) -> None:
+    # Full jitter (AWS architecture blog): spreads retries of many clients apart.
+    await asyncio.sleep(random.uniform(0, min(cap, base * (2**attempt))))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connect: {exc.os_error.strerror or exc.os_error}"
+    return type(exc).__name__

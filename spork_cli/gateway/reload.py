@@ -1,0 +1,198 @@
+"""Hot reload: watch -> load -> compile -> swap one reference; keep the old table on error.
+
+The config's directory is watched (editors save by rename), filtered to the config file and
+the files it references. SIGHUP reloads too. Equal configs are skipped; static settings
+(listeners, state backend) are never half-applied: a change to them is reported as needing a
+restart and the rest of the new config is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import time
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from spork_cli.config.model import GatewayConfig
+from spork_cli.errors import ConfigError, SporkError
+from spork_cli.gateway.app import TABLE, TableHolder, compile_table, retire
+
+log = structlog.get_logger("spork.reload")
+
+MAX_HISTORY = 50
+
+
+def referenced_files(config: GatewayConfig, base: Path) -> list[Path]:
+    names: list[str | None] = []
+    if config.auth is not None:
+        names += [config.auth.public_key_file, config.auth.jwks_file]
+    names += [route.body_schema for route in config.routes]
+    return [(base / n).resolve() for n in names if n]
+
+
+def fingerprint(config: GatewayConfig, base: Path) -> str:
+    """Changes when the config or any file it references changes."""
+    digest = hashlib.sha256(repr(config).encode())
+    for path in referenced_files(config, base):
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"\0missing")
+    return digest.hexdigest()
+
+
+def static_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    changed = [
+        f"server.{key}"
+        for key in ("host", "port", "workers")
+        if getattr(old.server, key) != getattr(new.server, key)
+    ]
+    if old.admin != new.admin:
+        changed.append("admin")
+    for key in ("backend", "url", "prefix"):
+        if getattr(old.state, key) != getattr(new.state, key):
+            changed.append(f"state.{key}")
+    if old.demo != new.demo:
+        changed.append("demo")
+    return changed
+
+
+def keep_static(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
+    server = new.server.model_copy(
+        update={"host": old.server.host, "port": old.server.port, "workers": old.server.workers}
+    )
+    state = new.state.model_copy(
+        update={"backend": old.state.backend, "url": old.state.url, "prefix": old.state.prefix}
+    )
+    return new.model_copy(
+        update={"server": server, "admin": old.admin, "state": state, "demo": old.demo}
+    )
+
+
+class Reloader:
+    def __init__(self, app: web.Application, config_file: Path) -> None:
+        self.app = app
+        self.file = config_file.resolve()
+        self.base = self.file.parent
+        holder = app[TABLE]
+        self.fingerprint = fingerprint(holder.current.config, self.base)
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(self, work: Coroutine[object, object, object]) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def holder(self) -> TableHolder:
+        return self.app[TABLE]
+
+    def watched(self) -> set[Path]:
+        return {self.file, *referenced_files(self.holder.current.config, self.base)}
+
+    async def reload(self, trigger: str) -> dict[str, object]:
+        async with self._lock:
+            result = await self._reload(trigger)
+        history = self.holder.reloads
+        history.append(result)
+        del history[:-MAX_HISTORY]
+        return result
+
+    async def _reload(self, trigger: str) -> dict[str, object]:
+        from spork_cli.config.load import load_config
+
+        started = time.time()
+        result: dict[str, object] = {"at": started, "trigger": trigger}
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(None, load_config, self.file)
+        except ConfigError as exc:
+            log.error(
+                "reload failed: config invalid, still serving the previous one",
+                errors=[d.one_line() for d in exc.diagnostics] or [exc.message],
+            )
+            result.update(
+                result="invalid",
+                errors=[d.as_dict() for d in exc.diagnostics] or [{"message": exc.message}],
+            )
+            return result
+        except SporkError as exc:
+            log.error("reload failed, still serving the previous config", error=exc.message)
+            result.update(result="error", errors=[{"message": exc.message}])
+            return result
+        current = self.holder.current
+        restart = static_changes(current.config, new)
+        if restart:
+            log.warning("these settings need a restart to change", settings=restart)
+            new = keep_static(current.config, new)
+        mark = fingerprint(new, self.base)
+        if mark == self.fingerprint:
+            result.update(result="unchanged", needs_restart=restart)
+            return result
+        try:
+            table = await compile_table(new, current)
+        except (SporkError, OSError, ValueError) as exc:
+            log.error(
+                "reload failed while compiling, still serving the previous config", error=str(exc)
+            )
+            result.update(result="error", errors=[{"message": str(exc)}])
+            return result
+        self.holder.current = table
+        self.fingerprint = mark
+        drain = new.server.timeouts.shutdown
+        self.spawn(retire(current, table, drain))
+        log.info(
+            "config reloaded",
+            routes=len(table.routes),
+            services=len(table.pools),
+            seconds=round(time.time() - started, 4),
+        )
+        result.update(result="applied", needs_restart=restart)
+        return result
+
+    async def watch(self) -> None:
+        from watchfiles import awatch
+
+        def wanted(_change: object, path: str) -> bool:
+            return Path(path).resolve() in self.watched()
+
+        directories = {self.base} | {p.parent for p in self.watched()}
+        stop = asyncio.Event()
+        async for _changes in awatch(
+            *directories, watch_filter=wanted, debounce=400, step=30, stop_event=stop
+        ):
+            await self.reload("file change")
+
+
+async def reloader_ctx(app: web.Application) -> AsyncIterator[None]:
+    holder = app[TABLE]
+    assert holder.config_file is not None
+    reloader = Reloader(app, holder.config_file)
+    app[RELOADER] = reloader
+    watcher = asyncio.create_task(reloader.watch(), name="config-watch")
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        reloader.spawn(reloader.reload("SIGHUP"))
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+        pass
+    yield
+    try:
+        loop.remove_signal_handler(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError):
+        pass
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+
+
+RELOADER = web.AppKey("spork.reloader", Reloader)

@@ -1,0 +1,130 @@
+"""Running the gateway as a process: listeners, the demo service, signals, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from spork_cli.config.model import GatewayConfig
+from spork_cli.errors import UsageError
+from spork_cli.gateway.protocol import GatewayRunner
+
+log = structlog.get_logger("spork.serve")
+
+
+def _listen_error(what: str, host: str, port: int, exc: OSError) -> UsageError:
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the address is already in use"
+    elif exc.errno == errno.EACCES:
+        reason = "permission denied"
+    else:
+        reason = exc.strerror or str(exc)
+    return UsageError(f"cannot listen for {what} on {host}:{port}: {reason}")
+
+
+async def _start_site(
+    runner: web.AppRunner,
+    what: str,
+    host: str,
+    port: int,
+    reuse_port: bool = False,
+    shutdown_timeout: float = 30.0,
+) -> None:
+    site = web.TCPSite(
+        runner,
+        host,
+        port,
+        reuse_port=reuse_port or None,
+        backlog=1024,
+        shutdown_timeout=shutdown_timeout,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        raise _listen_error(what, host, port, exc) from exc
+
+
+async def run(
+    config: GatewayConfig,
+    config_file: Path,
+    *,
+    watch: bool = True,
+    worker: bool = False,
+    serve_admin: bool = True,
+    serve_demo: bool = True,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests and close everything."""
+    from spork_cli.gateway.admin import build_admin_app
+    from spork_cli.gateway.app import build_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    drain = config.server.timeouts.shutdown
+    demo: web.AppRunner | None = None
+    gateway: web.AppRunner | None = None
+    admin: web.AppRunner | None = None
+    try:
+        if serve_demo and config.demo.enabled:
+            from spork_cli.demo import start_demo
+
+            demo = await start_demo(config.demo.host, config.demo.port)
+        app = build_app(config, config_file, watch=watch)
+        gateway = GatewayRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=drain,
+            keepalive_timeout=config.server.timeouts.keepalive,
+            handle_signals=False,
+        )
+        await gateway.setup()
+        await _start_site(
+            gateway,
+            "requests",
+            config.server.host,
+            config.server.port,
+            reuse_port=worker,
+            shutdown_timeout=drain,
+        )
+        admin_url = None
+        if serve_admin and config.admin.enabled:
+            admin = web.AppRunner(build_admin_app(app), access_log=None, shutdown_timeout=1)
+            await admin.setup()
+            await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
+            admin_url = f"http://{_host(config.admin.host)}:{config.admin.port}"
+        log.info(
+            "spork is serving",
+            url=f"http://{_host(config.server.host)}:{config.server.port}",
+            admin=admin_url,
+            routes=len(config.routes),
+            pid=os.getpid(),
+        )
+        await stop.wait()
+        log.info("shutting down: draining in-flight requests", timeout=drain)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        # The gateway first, so its in-flight requests can still reach the demo service.
+        for runner in (gateway, admin, demo):
+            if runner is not None:
+                await runner.cleanup()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def install_loop() -> None:
+    """uvloop when the `fast` extra is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()

@@ -1,0 +1,140 @@
+"""Compile a GatewayConfig into an immutable RouteTable, and match requests against it.
+
+Matching is on the raw (percent-encoded) path, on segment boundaries: the prefix ``/api``
+matches ``/api`` and ``/api/x`` but not ``/apix``; ``/api/`` matches ``/api/x`` only. The
+longest matching prefix that allows the method wins; among routes with the same prefix, the
+first in the file. A path that some route matches but no route allows the method of gets 405.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from spork_cli.config.model import GatewayConfig, Route
+    from spork_cli.gateway.proxy import Forwarding
+    from spork_cli.gateway.upstream import ServicePool
+
+Handler = Callable[["web.Request"], Any]
+
+
+@dataclass(eq=False)
+class CompiledRoute:
+    """A route ready to serve: its config, its service pool and its pre-built chain."""
+
+    index: int
+    config: Route
+    route_id: str
+    prefix: str
+    methods: frozenset[str] | None
+    pool: ServicePool
+    forwarding: Forwarding
+    max_body: int
+    handler: Handler = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+@dataclass(frozen=True)
+class Match:
+    route: CompiledRoute | None
+    allowed: frozenset[str] = frozenset()  # for 405: what the path would accept
+
+
+@dataclass(eq=False)
+class RouteTable:
+    """Immutable once built; a reload builds a new table and swaps one reference."""
+
+    config: GatewayConfig
+    routes: tuple[CompiledRoute, ...]
+    pools: Mapping[str, ServicePool]
+    by_prefix: dict[str, tuple[CompiledRoute, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[CompiledRoute]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.prefix, []).append(route)
+        self.by_prefix = {prefix: tuple(routes) for prefix, routes in grouped.items()}
+
+    def match(self, method: str, raw_path: str) -> Match:
+        path = raw_path.split("?", 1)[0]
+        by_prefix = self.by_prefix
+        allowed: set[str] = set()
+        seen_path = False
+        for candidate in _candidates(path):
+            routes = by_prefix.get(candidate)
+            if routes is None:
+                continue
+            seen_path = True
+            for route in routes:
+                if route.methods is None or method in route.methods:
+                    return Match(route)
+                allowed |= route.methods
+        if seen_path:
+            if "GET" in allowed:
+                allowed.add("HEAD")
+            return Match(None, frozenset(allowed))
+        return Match(None)
+
+
+def _candidates(path: str) -> list[str]:
+    """Prefixes of ``path`` on segment boundaries, longest first."""
+    out = [path]
+    end = len(path)
+    while end > 0:
+        slash = path.rfind("/", 0, end)
+        if slash < 0:
+            break
+        if slash + 1 < len(path) and path[: slash + 1] != path:
+            out.append(path[: slash + 1])
+        if slash > 0:
+            out.append(path[:slash])
+        end = slash
+    if "/" not in out:
+        out.append("/")
+    return out
+
+
+def strip(route: CompiledRoute, raw_path: str) -> str:
+    """The raw path (query included) to send upstream."""
+    if not route.config.strip_prefix:
+        return raw_path
+    rest = raw_path[len(route.prefix) :]
+    if not rest or rest[0] == "?":
+        return "/" + rest
+    return rest if rest[0] == "/" else "/" + rest
+
+
+def route_rows(table: RouteTable) -> list[dict[str, Any]]:
+    """The compiled table as plain rows, for `spork routes` and the admin API."""
+    rows = []
+    for route in table.routes:
+        cfg = route.config
+        features = [
+            name
+            for name, on in (
+                ("rate_limit", cfg.rate_limit is not None),
+                ("cache", cfg.cache is not None),
+                ("body_schema", cfg.body_schema is not None),
+                ("cors", cfg.cors is not None),
+            )
+            if on
+        ]
+        rows.append(
+            {
+                "route": route.route_id,
+                "path": route.prefix,
+                "methods": sorted(route.methods) if route.methods else ["*"],
+                "service": cfg.service,
+                "endpoints": [e.url for e in route.pool.config.endpoints],
+                "strip_prefix": cfg.strip_prefix,
+                "auth": cfg.auth,
+                "features": features,
+            }
+        )
+    return rows

@@ -1,0 +1,189 @@
+"""A ServicePool: one service's endpoints, balancer, connection pool, health and retry budget.
+
+Pools outlive reloads when their service's config is unchanged; a changed service gets a new
+pool, and the old one closes once its in-flight requests have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+import aiohttp
+import structlog
+
+from spork_cli.config.model import Passive, Service
+from spork_cli.gateway.balancer import Balancer, EndpointState
+from spork_cli.health import probe
+
+log = structlog.get_logger("spork.upstream")
+
+RETRY_BUDGET_WINDOW = 10.0
+MIN_RETRIES_PER_WINDOW = 3
+
+
+class RetryBudget:
+    """Retries stay under ``ratio`` of the requests of the last window (plus a small floor)."""
+
+    def __init__(self, ratio: float, window: float = RETRY_BUDGET_WINDOW) -> None:
+        self.ratio = ratio
+        self.window = window
+        self._requests: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        edge = now - self.window
+        for events in (self._requests, self._retries):
+            while events and events[0] < edge:
+                events.popleft()
+
+    def record_request(self, now: float | None = None) -> None:
+        self._requests.append(time.monotonic() if now is None else now)
+
+    def try_retry(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self._trim(now)
+        allowed = max(MIN_RETRIES_PER_WINDOW, self.ratio * len(self._requests))
+        if self.ratio > 0 and len(self._retries) < allowed:
+            self._retries.append(now)
+            return True
+        return False
+
+
+class ServicePool:
+    def __init__(self, config: Service) -> None:
+        self.config = config
+        self.name = config.name
+        self.endpoints = [EndpointState(e.url, e.weight) for e in config.endpoints]
+        self.balancer = Balancer(self.endpoints, config.balance)
+        self.budget = RetryBudget(config.retries.budget)
+        self.passive = config.health.passive if config.health else Passive()
+        self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            limit_per_host=self.config.max_connections,
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        )
+        if self.config.health is not None:
+            self._health_task = asyncio.create_task(
+                self._check_forever(), name=f"health:{self.name}"
+            )
+
+    def acquire(self, endpoint: EndpointState) -> None:
+        self.in_flight += 1
+        endpoint.in_flight += 1
+        self._idle.clear()
+
+    def release(self, endpoint: EndpointState) -> None:
+        self.in_flight -= 1
+        endpoint.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    def record_failure(self, endpoint: EndpointState, reason: str) -> None:
+        endpoint.last_error = reason
+        now = time.monotonic()
+        others = [e for e in self.endpoints if e is not endpoint and e.available(now)]
+        # Never eject the last endpoint standing on passive evidence alone.
+        if not others:
+            endpoint.failures += 1
+            return
+        if endpoint.record_failure(self.passive.failures, self.passive.cooldown, now):
+            log.warning(
+                "endpoint ejected",
+                service=self.name,
+                endpoint=endpoint.url,
+                cooldown=self.passive.cooldown,
+                reason=reason,
+            )
+
+    async def close(self, drain_timeout: float = 30.0) -> None:
+        """Stop health checks; close the connection pool once in-flight requests finish."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+            self._health_task = None
+        try:
+            async with asyncio.timeout(drain_timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("closing pool with requests in flight", service=self.name)
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    # -- active health ---------------------------------------------------------------------
+
+    async def _check_forever(self) -> None:
+        check = self.config.health
+        assert check is not None and self.session is not None
+        passes = {id(e): 0 for e in self.endpoints}
+        fails = {id(e): 0 for e in self.endpoints}
+        while True:
+            results = await asyncio.gather(
+                *(probe(self.session, e.url, check) for e in self.endpoints)
+            )
+            for endpoint, result in zip(self.endpoints, results, strict=True):
+                endpoint.last_check = time.time()
+                endpoint.last_latency = result.latency
+                key = id(endpoint)
+                if result.ok:
+                    passes[key] += 1
+                    fails[key] = 0
+                    if endpoint.ejected_until:
+                        endpoint.ejected_until = 0.0  # a passing probe ends an ejection
+                    if not endpoint.healthy and passes[key] >= check.healthy_threshold:
+                        endpoint.healthy = True
+                        log.info("endpoint healthy", service=self.name, endpoint=endpoint.url)
+                else:
+                    fails[key] += 1
+                    passes[key] = 0
+                    endpoint.last_error = result.error
+                    if endpoint.healthy and fails[key] >= check.unhealthy_threshold:
+                        endpoint.healthy = False
+                        log.warning(
+                            "endpoint unhealthy",
+                            service=self.name,
+                            endpoint=endpoint.url,
+                            error=result.error,
+                        )
+            await asyncio.sleep(check.interval)
+
+    def snapshot(self) -> dict[str, object]:
+        now = time.monotonic()
+        return {
+            "service": self.name,
+            "balance": self.config.balance,
+            "in_flight": self.in_flight,
+            "healthy": any(e.available(now) for e in self.endpoints),
+            "endpoints": [
+                {
+                    "url": e.url,
+                    "weight": e.weight,
+                    "healthy": e.healthy,
+                    "ejected": e.ejected_until > now,
+                    "available": e.available(now),
+                    "in_flight": e.in_flight,
+                    "last_error": e.last_error,
+                    "last_latency_ms": (
+                        round(e.last_latency * 1000, 2) if e.last_latency is not None else None
+                    ),
+                }
+                for e in self.endpoints
+            ],
+        }

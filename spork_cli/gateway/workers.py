@@ -1,0 +1,116 @@
+"""`--workers N`: N processes share the port (SO_REUSEPORT), each reloading on its own.
+
+The supervisor serves the admin listener and the demo service itself, and keeps a table of
+its own (never bound to the request port) so health checks and reload results show there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from spork_cli.config.model import GatewayConfig
+
+log = structlog.get_logger("spork.workers")
+
+RESTARTS_PER_MINUTE = 5
+
+
+def worker_command(config_file: Path, host: str | None, port: int | None, watch: bool) -> list[str]:
+    command = [sys.executable, "-m", "spork_cli", "serve", "-c", str(config_file), "--worker"]
+    if host is not None:
+        command += ["--host", host]
+    if port is not None:
+        command += ["--port", str(port)]
+    if not watch:
+        command.append("--no-reload")
+    return command
+
+
+def supervise(
+    config: GatewayConfig,
+    config_file: Path,
+    host: str | None,
+    port: int | None,
+    admin_port: int | None,
+    watch: bool,
+) -> None:
+    asyncio.run(_supervise(config, config_file, host, port, watch))
+
+
+async def _supervise(
+    config: GatewayConfig, config_file: Path, host: str | None, port: int | None, watch: bool
+) -> None:
+    from spork_cli.gateway.admin import build_admin_app
+    from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.server import _start_site
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    command = worker_command(config_file, host, port, watch)
+    children: list[asyncio.subprocess.Process] = []
+    runners: list[web.AppRunner] = []
+    try:
+        if config.demo.enabled:
+            from spork_cli.demo import start_demo
+
+            runners.append(await start_demo(config.demo.host, config.demo.port))
+        shadow = web.AppRunner(build_app(config, config_file, watch=watch), handle_signals=False)
+        await shadow.setup()
+        runners.insert(0, shadow)
+        if config.admin.enabled:
+            admin = web.AppRunner(build_admin_app(shadow.app), access_log=None)
+            await admin.setup()
+            runners.insert(0, admin)
+            await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
+
+        def on_hup() -> None:
+            for child in children:
+                if child.returncode is None:
+                    child.send_signal(signal.SIGHUP)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        for _ in range(config.server.workers):
+            children.append(await asyncio.create_subprocess_exec(*command))
+        log.info("supervising workers", workers=len(children), pids=[c.pid for c in children])
+        restarts: list[float] = []
+        while not stop.is_set():
+            waits = [asyncio.create_task(c.wait()) for c in children]
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([*waits, stopper], return_when="FIRST_COMPLETED")
+            for task in (*waits, stopper):
+                if task not in done:
+                    task.cancel()
+            if stop.is_set():
+                break
+            for i, child in enumerate(children):
+                if child.returncode is not None:
+                    now = time.monotonic()
+                    restarts = [t for t in restarts if now - t < 60] + [now]
+                    if len(restarts) > RESTARTS_PER_MINUTE:
+                        log.error("workers keep dying; giving up", code=child.returncode)
+                        stop.set()
+                        break
+                    log.warning("worker exited; starting another", code=child.returncode)
+                    children[i] = await asyncio.create_subprocess_exec(*command)
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = config.server.timeouts.shutdown + 5
+        for child in children:
+            try:
+                await asyncio.wait_for(child.wait(), deadline)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+        for runner in runners:
+            await runner.cleanup()

@@ -1,0 +1,85 @@
+"""Every error a client sees is RFC 9457 ``application/problem+json``; never a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("spork.gateway")
+
+PROBLEM_TYPE = "urn:spork:problem:"
+CONTENT_TYPE = "application/problem+json"
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class HTTPProblem(Exception):
+    """Raised anywhere in a chain; the errors middleware renders it."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> web.Response:
+    body: dict[str, object] = {
+        "type": PROBLEM_TYPE + slug,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    if extra:
+        body.update(extra)
+    response = web.Response(
+        status=status, body=orjson.dumps(body), content_type=CONTENT_TYPE, headers=headers
+    )
+    return response
+
+
+def render(problem: HTTPProblem, request: web.Request) -> web.Response:
+    return problem_response(
+        problem.status,
+        problem.slug,
+        problem.detail,
+        request.get("request_id"),
+        problem.headers,
+        problem.extra,
+    )
