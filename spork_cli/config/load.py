@@ -91,7 +91,7 @@ def parse_text(text: str, file: str, env: Mapping[str, str] | None = None) -> Lo
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        loaded.diagnostics.extend(_from_validation(exc, loaded))
+        loaded.diagnostics.extend(_from_validation(exc, loaded, raw))
     except RecursionError:
         loaded.diagnostics.append(loaded.diag((), "too-deep", "the document is nested too deeply"))
     else:
@@ -125,9 +125,9 @@ def load_config(file: str | Path, env: Mapping[str, str] | None = None) -> Gatew
 def _parse_toml(loaded: Loaded) -> dict[str, Any] | None:
     text = loaded.text
     if len(text) > MAX_FILE_SIZE:
-        loaded.diagnostics.append(
-            loaded.diag((), "too-large", f"file is larger than {MAX_FILE_SIZE // 2**20} MiB")
-        )
+        # At (1, 1) directly: locating positions would scan the whole oversized text
+        message = f"file is larger than {MAX_FILE_SIZE // 2**20} MiB"
+        loaded.diagnostics.append(Diagnostic(loaded.file, 1, 1, "", "error", "too-large", message))
         return None
     bad = _first_undecodable(text)
     if bad is not None:
@@ -231,10 +231,10 @@ _TYPE_NAMES = {
 }
 
 
-def _from_validation(exc: ValidationError, loaded: Loaded) -> list[Diagnostic]:
+def _from_validation(exc: ValidationError, loaded: Loaded, raw: Any) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for err in exc.errors(include_url=False, include_input=True):
-        path = _clean_loc(err["loc"])
+        path = _clean_loc(err["loc"], raw)
         kind = err["type"]
         if kind == "extra_forbidden":
             key = str(path[-1])
@@ -269,13 +269,22 @@ def _from_validation(exc: ValidationError, loaded: Loaded) -> list[Diagnostic]:
     return out
 
 
-def _clean_loc(loc: tuple[int | str, ...]) -> KeyPath:
-    """Drop pydantic's union-branch and validator markers from an error location."""
+def _clean_loc(loc: tuple[int | str, ...], raw: Any) -> KeyPath:
+    """Drop pydantic's union-branch and validator markers from an error location.
+
+    Only parts that name nothing in the input are dropped: a user's key may look like a
+    marker (``"[x]"``) and must stay, or an unknown key would have no name.
+    """
     out: list[str | int] = []
+    node: Any = raw
     for part in loc:
-        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not present and isinstance(part, str) and ("[" in part or part.startswith("function-")):
             continue
         out.append(part)
+        node = node[part] if present else None
     return tuple(out)
 
 

@@ -10,9 +10,10 @@ from functools import partial
 from pathlib import Path
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientTimeout, web
 
 from spork_cli.config.model import GatewayConfig
+from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.proxy import Forwarding, forward
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.gateway.upstream import ServicePool
@@ -21,7 +22,6 @@ from spork_cli.middleware.errors import HTTPProblem, problem_response, render
 from spork_cli.middleware.request_id import request_id
 
 log = structlog.get_logger("spork.gateway")
-access = structlog.get_logger("spork.access")
 
 DEFAULT_IDENTITY_HEADERS = ("X-User-Id", "X-User-Roles")
 SERVER = "spork"  # never a version: nothing to fingerprint
@@ -33,6 +33,7 @@ class TableHolder:
 
     current: RouteTable
     config_file: Path | None = None
+    access_log: AccessLog | None = None
     reloads: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -77,6 +78,11 @@ async def compile_table(config: GatewayConfig, previous: RouteTable | None = Non
             pool=pool,
             forwarding=forwarding,
             max_body=route.max_body if route.max_body is not None else config.server.max_body,
+            client_timeout=ClientTimeout(
+                total=None,
+                sock_connect=pool.config.connect_timeout,
+                sock_read=route.timeout or pool.config.timeout,
+            ),
         )
         compiled.handler = chain(_middlewares(compiled), partial(forward, route=compiled))
         routes.append(compiled)
@@ -132,36 +138,43 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
         response.headers["Server"] = SERVER
-    if request.app[TABLE].current.config.logging.access_log:
-        _access(request, response, route, time.perf_counter() - started)
+    holder = request.app[TABLE]
+    if holder.access_log is not None and holder.current.config.logging.access_log:
+        _access(holder.access_log, request, response, route, time.perf_counter() - started)
     return response
 
 
 def _access(
+    log: AccessLog,
     request: web.Request,
     response: web.StreamResponse,
     route: CompiledRoute | None,
     seconds: float,
 ) -> None:
     upstream = request.get("spork.upstream_seconds")
-    access.info(
-        "request",
-        method=request.method,
-        path=request.raw_path,
-        route=route.route_id if route else None,
-        service=route.pool.name if route else None,
-        endpoint=request.get("spork.endpoint"),
-        status=response.status,
-        duration_ms=round(seconds * 1000, 3),
-        upstream_ms=round(upstream * 1000, 3) if upstream is not None else None,
-        bytes=response.body_length if response.prepared else response.content_length,
-        client=request.remote,
-        request_id=request["request_id"],
+    log.write(
+        {
+            "method": request.method,
+            "path": request.raw_path,
+            "route": route.route_id if route else None,
+            "service": route.pool.name if route else None,
+            "endpoint": request.get("spork.endpoint"),
+            "status": response.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
+            "bytes": response.body_length if response.prepared else response.content_length,
+            "client": request.remote,
+            "request_id": request["request_id"],
+        }
     )
 
 
 def build_app(
-    config: GatewayConfig, config_file: Path | None = None, *, watch: bool = False
+    config: GatewayConfig,
+    config_file: Path | None = None,
+    *,
+    watch: bool = False,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
     app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
@@ -169,11 +182,13 @@ def build_app(
 
     async def tables(app: web.Application) -> AsyncIterator[None]:
         table = await compile_table(config)
-        app[TABLE] = TableHolder(table, config_file)
+        app[TABLE] = TableHolder(table, config_file, access_log)
         yield
         current = app[TABLE].current
         drain = current.config.server.timeouts.shutdown
         await asyncio.gather(*(pool.close(drain) for pool in current.pools.values()))
+        if access_log is not None:
+            access_log.flush()
 
     app.cleanup_ctx.append(tables)
     if watch and config_file is not None:

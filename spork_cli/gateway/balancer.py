@@ -18,6 +18,7 @@ class EndpointState:
     url: str
     weight: int
     base: URL = field(init=False)
+    base_str: str = field(init=False)
     in_flight: int = 0
     healthy: bool = True  # set by active checks
     ejected_until: float = 0.0  # set by passive checks
@@ -29,6 +30,7 @@ class EndpointState:
 
     def __post_init__(self) -> None:
         self.base = URL(self.url.rstrip("/"))
+        self.base_str = str(self.base)
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now
@@ -72,6 +74,9 @@ class Balancer:
 
     def pick(self, exclude: Sequence[EndpointState] = ()) -> EndpointState | None:
         now = self.clock()
+        if len(self.endpoints) == 1:
+            only = self.endpoints[0]
+            return only if only.available(now) else None
         candidates = [e for e in self.endpoints if e.available(now) and e not in exclude]
         if not candidates and exclude:
             # Every other endpoint is down: trying the same one again beats failing outright.

@@ -132,11 +132,7 @@ async def _attempts(
     method = request.method
     may_retry = replayable and (method in IDEMPOTENT or route.config.retry_non_idempotent)
     attempts = 1 + (service.retries.attempts if may_retry else 0)
-    timeout = route.config.timeout or service.timeout
     path = _upstream_path(route, request.raw_path)
-    client_timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=service.connect_timeout, sock_read=timeout
-    )
     pool.budget.record_request()
     tried: list[EndpointState] = []
     for attempt in range(attempts):
@@ -149,21 +145,20 @@ async def _attempts(
         request["spork.endpoint"] = endpoint.url
         last = attempt == attempts - 1
         headers = route.forwarding.upstream_headers(request, endpoint, service.preserve_host)
-        url = URL(str(endpoint.base) + path, encoded=True)
+        url = URL(endpoint.base_str + path, encoded=True)
         assert pool.session is not None
         pool.acquire(endpoint)
         started = time.perf_counter()
         try:
             try:
-                async with asyncio.timeout(timeout):
-                    upstream = await pool.session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        data=body,
-                        allow_redirects=False,
-                        timeout=client_timeout,
-                    )
+                upstream = await pool.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=route.client_timeout,
+                )
             except TimeoutError as exc:
                 pool.record_failure(endpoint, "timeout")
                 raise HTTPProblem(

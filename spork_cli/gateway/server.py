@@ -13,6 +13,7 @@ from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import UsageError
+from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.protocol import GatewayRunner
 
 log = structlog.get_logger("spork.serve")
@@ -76,7 +77,8 @@ async def run(
             from spork_cli.demo import start_demo
 
             demo = await start_demo(config.demo.host, config.demo.port)
-        app = build_app(config, config_file, watch=watch)
+        console = {"json": False, "console": True}.get(config.logging.format)
+        app = build_app(config, config_file, watch=watch, access_log=AccessLog(console=console))
         gateway = GatewayRunner(
             app,
             access_log=None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    from aiohttp import ClientTimeout, web
 
     from spork_cli.config.model import GatewayConfig, Route
     from spork_cli.gateway.proxy import Forwarding
@@ -34,6 +34,7 @@ class CompiledRoute:
     pool: ServicePool
     forwarding: Forwarding
     max_body: int
+    client_timeout: ClientTimeout
     handler: Handler = field(repr=False, default=None)  # type: ignore[assignment]
 
     def allows(self, method: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 
 import aiohttp
 import structlog
@@ -24,29 +23,38 @@ MIN_RETRIES_PER_WINDOW = 3
 
 
 class RetryBudget:
-    """Retries stay under ``ratio`` of the requests of the last window (plus a small floor)."""
+    """Retries stay under ``ratio`` of the requests of the last window (plus a small floor).
+
+    Counts live in one-second buckets, so memory stays constant however busy the service.
+    """
 
     def __init__(self, ratio: float, window: float = RETRY_BUDGET_WINDOW) -> None:
         self.ratio = ratio
-        self.window = window
-        self._requests: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        self.size = max(1, int(window))
+        self._requests = [0] * self.size
+        self._retries = [0] * self.size
+        self._second = 0
 
-    def _trim(self, now: float) -> None:
-        edge = now - self.window
-        for events in (self._requests, self._retries):
-            while events and events[0] < edge:
-                events.popleft()
+    def _roll(self, now: float) -> int:
+        second = int(now)
+        if second != self._second:
+            gap = min(second - self._second, self.size)
+            for step in range(1, gap + 1):
+                slot = (self._second + step) % self.size
+                self._requests[slot] = 0
+                self._retries[slot] = 0
+            self._second = second
+        return second % self.size
 
     def record_request(self, now: float | None = None) -> None:
-        self._requests.append(time.monotonic() if now is None else now)
+        slot = self._roll(time.monotonic() if now is None else now)
+        self._requests[slot] += 1
 
     def try_retry(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        self._trim(now)
-        allowed = max(MIN_RETRIES_PER_WINDOW, self.ratio * len(self._requests))
-        if self.ratio > 0 and len(self._retries) < allowed:
-            self._retries.append(now)
+        slot = self._roll(time.monotonic() if now is None else now)
+        allowed = max(MIN_RETRIES_PER_WINDOW, self.ratio * sum(self._requests))
+        if self.ratio > 0 and sum(self._retries) < allowed:
+            self._retries[slot] += 1
             return True
         return False
 
