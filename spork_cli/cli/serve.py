@@ -114,16 +114,19 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(box=None, header_style="bold")
-        for column in ("route", "path", "methods", "service", "endpoints", "auth", "features"):
-            table.add_column(column)
+        for column in ("path", "methods", "service", "endpoints", "auth", "features"):
+            table.add_column(column, no_wrap=column != "endpoints")
         for row in data:
+            named = f" ({row['route']})" if row["route"] != row["path"] else ""
             table.add_row(
-                str(row["route"]),
-                str(row["path"]),
+                f"{row['path']}{named}",
                 " ".join(row["methods"]),  # type: ignore[arg-type]
                 str(row["service"]),
                 "\n".join(row["endpoints"]),  # type: ignore[arg-type]
                 str(row["auth"]),
                 ", ".join(row["features"]) or "-",  # type: ignore[arg-type]
             )
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 160)
+        console.print(table)
