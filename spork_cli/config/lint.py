@@ -101,6 +101,7 @@ def _routes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
                 or ("define it under [[services]]" if not names else None),
             )
         methods = frozenset(route.methods)
+        taken: set[str] = set()
         for j, earlier in seen_paths.get(route.path, []):
             if earlier == methods:
                 yield loaded.diag(
@@ -109,12 +110,14 @@ def _routes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
                     f"route '{route.path}' duplicates routes[{j}] (same path and methods)",
                 )
                 break
-            if not earlier or (methods <= earlier and methods):
+            taken |= earlier
+            if not earlier or (methods and methods <= taken):
+                by = f"routes[{j}]" if not earlier or methods <= earlier else "earlier routes"
                 yield loaded.diag(
                     ("routes", i, "path"),
                     "shadowed-route",
-                    f"route '{route.path}' is never reached: routes[{j}] has the same prefix "
-                    "and already takes every one of its methods",
+                    f"route '{route.path}' is never reached: {by} with the same prefix "
+                    "already take every one of its methods",
                 )
                 break
         seen_paths.setdefault(route.path, []).append((i, methods))
@@ -366,8 +369,9 @@ def redis_url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL spork can use, or None."""
     try:
         parts = urlsplit(url)
-        # A sentinel netloc lists several host:port pairs, which .port cannot read
-        port = None if parts.scheme == "redis+sentinel" else parts.port
+        # Sentinel and cluster netlocs may list several host:port pairs (.port cannot read)
+        several = parts.scheme in ("redis+sentinel", "redis+cluster") and "," in parts.netloc
+        port = None if parts.scheme == "redis+sentinel" or several else parts.port
     except ValueError as exc:
         return f"malformed Redis URL '{url}': {exc}"
     if parts.scheme not in REDIS_SCHEMES:
@@ -383,7 +387,12 @@ def redis_url_problem(url: str) -> str | None:
                 "redis+sentinel://host:port[,host:port]/service_name[/db]"
             )
         return None
-    if not parts.hostname:
+    if several:
+        for node in parts.netloc.rpartition("@")[2].split(","):
+            host, _, number = node.rpartition(":")
+            if not host or not number.isdigit() or not 0 < int(number) < 65536:
+                return f"malformed Redis URL '{url}': '{node}' is not host:port"
+    elif not parts.hostname:
         return f"malformed Redis URL '{url}': no host"
     if port == 0:
         return f"malformed Redis URL '{url}': port 0"

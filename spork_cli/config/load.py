@@ -73,11 +73,15 @@ def read_text(file: str | Path) -> str:
     try:
         if path.is_dir():
             raise UsageError(f"{file}: is a directory, not a config file")
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            # Read one byte past the limit: enough to know it is too large (even /dev/zero).
+            data = handle.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError as exc:
         raise UsageError(f"{file}: no such file") from exc
     except OSError as exc:
         raise UsageError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte order mark, as some Windows editors write
     return data.decode("utf-8", errors="surrogateescape")
 
 
@@ -233,9 +237,13 @@ _TYPE_NAMES = {
 
 def _from_validation(exc: ValidationError, loaded: Loaded, raw: Any) -> list[Diagnostic]:
     out: list[Diagnostic] = []
+    # A value emptied by a missing ${VAR} already has its error; its type error is noise.
+    emptied = {d.path for d in loaded.diagnostics if d.code == "env-missing"}
     for err in exc.errors(include_url=False, include_input=True):
         path = _clean_loc(err["loc"], raw)
         kind = err["type"]
+        if format_path(path) in emptied:
+            continue
         if kind == "extra_forbidden":
             key = str(path[-1])
             hint = _did_you_mean(key, _fields_at(path[:-1]))
