@@ -1,0 +1,119 @@
+"""The Redis backend: standalone (redis://, rediss://, unix://), Cluster (redis+cluster://)
+and Sentinel (redis+sentinel://host:port[,host:port]/service[/db]).
+
+Every call is bounded by ``state.timeout`` (default 50 ms) so no request waits on a sick
+Redis; failures surface as StateError for the caller's ``on_error`` policy to handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from spork_cli.config.model import State
+from spork_cli.errors import StateError
+from spork_cli.state import instance_key, revoked_key
+
+T = TypeVar("T")
+
+
+def connect(url: str, pool_size: int, timeout: float) -> Any:
+    """A redis-py asyncio client for any URL form spork accepts."""
+    parts = urlsplit(url)
+    socket: dict[str, Any] = {
+        "socket_timeout": max(timeout, 0.001),
+        "socket_connect_timeout": max(timeout, 0.5),
+    }
+    if parts.scheme == "redis+cluster":
+        nodes = []
+        for node in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = node.rpartition(":")
+            nodes.append(ClusterNode(host or node, int(port) if port.isdigit() else 6379))
+        return RedisCluster(
+            startup_nodes=nodes,
+            max_connections=pool_size,
+            username=parts.username,
+            password=parts.password,
+            **socket,
+        )
+    if parts.scheme == "redis+sentinel":
+        hosts = []
+        for node in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = node.rpartition(":")
+            hosts.append((host or node, int(port) if port.isdigit() else 26379))
+        path = [p for p in parts.path.split("/") if p]
+        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(hosts, sentinel_kwargs=socket, **socket)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(service, db=db, password=parts.password)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=timeout, **socket
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+class RedisStore:
+    backend = "redis"
+
+    def __init__(self, config: State) -> None:
+        assert config.url is not None
+        self.url = config.url
+        self.prefix = config.prefix
+        self.timeout = config.timeout
+        self.client: Any = connect(config.url, config.pool_size, config.timeout)
+
+    async def _call(self, work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await work
+        except TimeoutError as exc:
+            raise StateError(f"Redis did not answer within {self.timeout * 1000:g} ms") from exc
+        except (RedisError, OSError) as exc:
+            raise StateError(f"Redis failed: {exc}") from exc
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping())
+
+    async def revoke(self, jti: str, ttl: float) -> None:
+        if ttl > 0:
+            milliseconds = max(1, int(ttl * 1000))
+            await self._call(self.client.set(revoked_key(self.prefix, jti), b"1", px=milliseconds))
+
+    async def is_revoked(self, jti: str) -> bool:
+        return bool(await self._call(self.client.exists(revoked_key(self.prefix, jti))))
+
+    async def heartbeat(self, instance: str, info: bytes, ttl: float) -> None:
+        key = instance_key(self.prefix, instance)
+        await self._call(self.client.set(key, info, px=max(1, int(ttl * 1000))))
+
+    async def instances(self) -> dict[str, bytes]:
+        head = instance_key(self.prefix, "")
+        found: dict[str, bytes] = {}
+
+        async def collect() -> None:
+            async for key in self.client.scan_iter(match=head + "*", count=500):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                value = await self.client.get(key)
+                if value is not None:
+                    found[name[len(head) :]] = value
+
+        try:
+            async with asyncio.timeout(max(self.timeout, 2.0)):
+                await collect()
+        except TimeoutError as exc:
+            raise StateError("Redis did not answer in time while listing instances") from exc
+        except (RedisError, OSError) as exc:
+            raise StateError(f"Redis failed: {exc}") from exc
+        return found

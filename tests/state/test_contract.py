@@ -1,0 +1,89 @@
+"""The same contract on every backend: memory, a real redis-server, a real 3-node cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from spork_cli.config.model import State
+from spork_cli.errors import StateError
+from spork_cli.state import StateStore, store_from_config
+from tests.support import free_port
+
+BACKENDS = ["memory", "redis", "cluster"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        config = State()
+    elif request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        config = State(backend="redis", url=url, timeout="500ms")
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        config = State(backend="redis", url=url, timeout="500ms")
+    store = store_from_config(config)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_ping(store: StateStore) -> None:
+    await store.ping()
+
+
+async def test_revocation_is_seen_and_others_are_not(store: StateStore) -> None:
+    assert not await store.is_revoked("abc")
+    await store.revoke("abc", ttl=60)
+    assert await store.is_revoked("abc")
+    assert not await store.is_revoked("abd")
+
+
+async def test_revocation_with_no_remaining_life_is_not_stored(store: StateStore) -> None:
+    await store.revoke("old", ttl=0)
+    assert not await store.is_revoked("old")
+
+
+async def test_heartbeats_list_instances(store: StateStore) -> None:
+    await store.heartbeat("gw-1", b'{"pid": 1}', ttl=30)
+    await store.heartbeat("gw-2", b'{"pid": 2}', ttl=30)
+    assert await store.instances() == {"gw-1": b'{"pid": 1}', "gw-2": b'{"pid": 2}'}
+
+
+async def test_memory_entries_expire() -> None:
+    now = [1000.0]
+    from spork_cli.state.memory import MemoryStore
+
+    store = MemoryStore(State(), clock=lambda: now[0])
+    await store.revoke("x", ttl=5)
+    assert await store.is_revoked("x")
+    now[0] += 5.01
+    assert not await store.is_revoked("x")
+
+
+async def test_memory_store_is_bounded() -> None:
+    from spork_cli.state.memory import MemoryStore
+
+    store = MemoryStore(State(max_keys=100))
+    for i in range(250):
+        await store.revoke(f"j{i}", ttl=60)
+    assert len(store._data) == 100
+    assert await store.is_revoked("j249")
+    assert not await store.is_revoked("j0")
+
+
+async def test_unreachable_redis_is_a_state_error_within_the_timeout() -> None:
+    store = store_from_config(
+        State(backend="redis", url=f"redis://127.0.0.1:{free_port()}/0", timeout="100ms")
+    )
+    try:
+        with pytest.raises(StateError):
+            await store.ping()
+        with pytest.raises(StateError):
+            await store.is_revoked("x")
+    finally:
+        await store.close()
