@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -11,10 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import redis
@@ -594,3 +595,324 @@ def run_spork(
                 pytrace=False,
             )
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+# --- `spork serve` as a process ----------------------------------------------------------------
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (all held while choosing)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a sibling temporary file, then rename it over ``path``, as editors do."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+def gateway_toml(
+    port: int,
+    admin_port: int,
+    services: Mapping[str, str | list[str]],
+    routes: Mapping[str, str],
+    *,
+    server_extra: str = "",
+    service_extra: str = "",
+    route_extra: str = "",
+    extra: str = "",
+) -> str:
+    """A gateway.toml: ``services`` maps a name to endpoint URLs, ``routes`` a path to a service.
+
+    ``*_extra`` lines are added to every [server], [[services]] and [[routes]] table; ``extra``
+    is appended at the end of the file.
+    """
+    lines = [
+        "[server]",
+        f'host = "{LOOPBACK}"',
+        f"port = {port}",
+        server_extra,
+        "",
+        "[admin]",
+        f'host = "{LOOPBACK}"',
+        f"port = {admin_port}",
+        "",
+    ]
+    for name, urls in services.items():
+        endpoints = ", ".join(f'"{url}"' for url in ([urls] if isinstance(urls, str) else urls))
+        lines += ["[[services]]", f'name = "{name}"', f"endpoints = [{endpoints}]"]
+        lines += [service_extra, ""]
+    for path, service in routes.items():
+        lines += ["[[routes]]", f'path = "{path}"', f'service = "{service}"', route_extra, ""]
+    lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def proc_status_kib(pid: int, field_name: str = "VmRSS") -> int:
+    """A ``kB`` field of /proc/PID/status, such as the resident set size."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1])
+    raise LookupError(f"no {field_name} in /proc/{pid}/status")
+
+
+def child_pids(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (read from /proc, no helpers needed)."""
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name in parentheses may hold spaces; fields follow its last ")".
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields and int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    inodes: set[int] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+
+
+def tcp_sockets() -> list[tuple[int, int, str, int]]:
+    """IPv4 TCP sockets of this network namespace: (local port, remote port, state, inode)."""
+    rows: list[tuple[int, int, str, int]] = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            rows.append(
+                (int(local.rpartition(":")[2], 16), int(remote.rpartition(":")[2], 16),
+                 state, int(inode))
+            )  # fmt: skip
+    return rows
+
+
+class SporkServer:
+    """`python -m spork_cli serve` as a real process in its own process group.
+
+    stdout and stderr go to files in ``workdir`` (never pipes, which could fill up and stall
+    the server). ``start()`` returns once the admin listener reports ready and the request
+    port accepts connections; ``kill()`` ends the whole group and is safe to call twice.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        admin_port: int,
+        workdir: Path,
+        *,
+        args: tuple[str, ...] = (),
+        host: str = LOOPBACK,
+        env: Mapping[str, str | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.port = port
+        self.admin_port = admin_port
+        self.workdir = workdir
+        self.args = args
+        self.host = host
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the server was never started")
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.workdir / "stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.workdir / "stderr.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "spork_cli", "serve",
+            "-c", str(self.config),
+            "--port", str(self.port),
+            "--admin-port", str(self.admin_port),
+            *self.args,
+        ]  # fmt: skip
+
+    def launch(self) -> None:
+        """Start the process without waiting for it."""
+        if self._proc is not None:
+            raise RuntimeError("already started")
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                env=spork_env(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 20.0, serving: int = 1) -> None:
+        """Launch and wait until ready: admin `/health/ready` answers 200, ``serving``
+        processes logged "spork is serving", and the request port accepts connections."""
+        import aiohttp
+
+        self.launch()
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+            while not await self._ready(session, serving):
+                if not self.running:
+                    raise RuntimeError(
+                        f"spork serve exited with {self.returncode} before it was ready\n"
+                        f"{self.output()}"
+                    )
+                if time.monotonic() >= deadline:
+                    self.kill()
+                    raise TimeoutError(f"spork serve not ready within {timeout}s\n{self.output()}")
+                await asyncio.sleep(0.05)
+
+    async def _ready(self, session: Any, serving: int) -> bool:
+        import aiohttp
+
+        if len(self.events("spork is serving")) < serving:
+            return False
+        try:
+            async with session.get(f"{self.admin_url}/health/ready") as response:
+                if response.status != 200:
+                    return False
+            _reader, writer = await asyncio.open_connection(self.host, self.port)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server process itself (not its group)."""
+        os.kill(self.pid, sig)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        """The exit code, once the process has exited by itself within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (code := self.returncode) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"spork serve still running after {timeout}s")
+            await asyncio.sleep(0.02)
+        return code
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and return the exit code once the process has exited by itself."""
+        self.send(sig)
+        return await self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (workers included) and reap the leader."""
+        proc = self._proc
+        if proc is None:
+            return
+        # The group outlives its leader while any worker is alive, so kill it either way.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        """Everything the process wrote to stdout so far."""
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return f"--- stdout ---\n{self.logs()}\n--- stderr ---\n{self.stderr()}"
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """JSON log lines from stdout, optionally only those whose ``event`` is ``event``."""
+        import orjson
+
+        found: list[dict[str, Any]] = []
+        for line in self.logs().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line still being written
+            if isinstance(record, dict) and (event is None or record.get("event") == event):
+                found.append(record)
+        return found
+
+
+_T = TypeVar("_T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[_T] | _T],
+    *,
+    timeout: float = 5.0,
+    interval: float = 0.02,
+    what: str = "the condition",
+) -> _T:
+    """Call ``probe`` until it returns something truthy, and return that; fail after ``timeout``.
+
+    ``probe`` may be sync or async. This is how tests wait for another process: a condition
+    polled against a deadline, never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from spork_cli.config.model import GatewayConfig
+from spork_cli.config.model import GatewayConfig
 
 
 def load_for_serving(
@@ -27,6 +27,17 @@ def load_for_serving(
         config = load_config(path)
     except ConfigError as exc:
         raise UsageError(f"cannot start: {exc.message} (spork check {path} shows all)") from exc
+    return apply_overrides(config, host, port, admin_port, workers)
+
+
+def apply_overrides(
+    config: GatewayConfig,
+    host: str | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
+    workers: int | None = None,
+) -> GatewayConfig:
+    """Command-line settings win over the file, at start and on every reload."""
     server = {
         k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
     }
@@ -67,12 +78,15 @@ def register(app: typer.Typer) -> None:
 
         path: Path = config or ctx.obj
         cfg = load_for_serving(path, host, port, admin_port, workers)
+        prepare = partial(
+            apply_overrides, host=host, port=port, admin_port=admin_port, workers=workers
+        )
         logs.configure(cfg.logging.level, cfg.logging.format)
         install_loop()
         if cfg.server.workers > 1 and not worker:
             from spork_cli.gateway.workers import supervise
 
-            supervise(cfg, path, host, port, admin_port, not no_reload)
+            supervise(cfg, path, host, port, not no_reload, prepare)
             return
         asyncio.run(
             run(
@@ -82,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 worker=worker,
                 serve_admin=not worker,
                 serve_demo=not worker,
+                prepare=prepare,
             )
         )
 

@@ -84,7 +84,10 @@ class ServerTimeouts(Model):
 
     keepalive: Duration = Field(75.0, description="Idle keep-alive connections close after this.")
     request: Duration = Field(
-        60.0, description="Longest a whole request may take, upstream included."
+        60.0,
+        description=(
+            "Longest the gateway waits for a response to start, retries included (then 504)."
+        ),
     )
     shutdown: Duration = Field(
         30.0, description="On SIGTERM, how long in-flight requests may drain before exit."

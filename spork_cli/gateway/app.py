@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,9 @@ class TableHolder:
     current: RouteTable
     config_file: Path | None = None
     access_log: AccessLog | None = None
+    watch: bool = False
+    # Applied to every config read from the file (command-line overrides of static settings).
+    prepare: Callable[[GatewayConfig], GatewayConfig] | None = None
     reloads: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -78,6 +81,7 @@ async def compile_table(config: GatewayConfig, previous: RouteTable | None = Non
             pool=pool,
             forwarding=forwarding,
             max_body=route.max_body if route.max_body is not None else config.server.max_body,
+            request_timeout=config.server.timeouts.request,
             client_timeout=ClientTimeout(
                 total=None,
                 sock_connect=pool.config.connect_timeout,
@@ -102,6 +106,8 @@ async def _close_new(pools: Mapping[str, ServicePool], old: Mapping[str, Service
 
 async def retire(previous: RouteTable, current: RouteTable, drain: float) -> None:
     """Close the pools ``current`` no longer uses, after their requests finish."""
+    if not await previous.drained(drain):
+        log.warning("closing pools with requests still in flight", requests=previous.in_flight)
     keep = {id(p) for p in current.pools.values()}
     gone = [p for p in previous.pools.values() if id(p) not in keep]
     if gone:
@@ -113,9 +119,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request["request_id"] = rid
-    match = request.app[TABLE].current.match(request.method, request.raw_path)
+    table = request.app[TABLE].current
+    match = table.match(request.method, request.raw_path)
     route = match.route
     response: web.StreamResponse | None = None
+    table.enter()
     try:
         if route is None:
             if match.allowed:
@@ -135,6 +143,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error", request_id=rid)
         response = problem_response(500, "internal", "the gateway failed on this request", rid)
+    finally:
+        table.leave()
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
         response.headers["Server"] = SERVER
@@ -175,6 +185,7 @@ def build_app(
     *,
     watch: bool = False,
     access_log: AccessLog | None = None,
+    prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> web.Application:
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
     app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
@@ -182,7 +193,7 @@ def build_app(
 
     async def tables(app: web.Application) -> AsyncIterator[None]:
         table = await compile_table(config)
-        app[TABLE] = TableHolder(table, config_file, access_log)
+        app[TABLE] = TableHolder(table, config_file, access_log, watch, prepare)
         yield
         current = app[TABLE].current
         drain = current.config.server.timeouts.shutdown
@@ -191,7 +202,7 @@ def build_app(
             access_log.flush()
 
     app.cleanup_ctx.append(tables)
-    if watch and config_file is not None:
+    if config_file is not None:
         from spork_cli.gateway.reload import reloader_ctx
 
         app.cleanup_ctx.append(reloader_ctx)

@@ -127,6 +127,26 @@ async def _attempts(
     request: web.Request, route: CompiledRoute, limit: _BodyLimit
 ) -> web.StreamResponse:
     pool = route.pool
+    try:
+        async with asyncio.timeout(route.request_timeout):
+            upstream, endpoint = await _send(request, route, limit)
+    except TimeoutError as exc:
+        # Our own deadline (retries and backoff included); upstream timeouts are handled
+        # inside _send and arrive here as HTTPProblem.
+        raise HTTPProblem(
+            504, "upstream-timeout", f"service '{pool.name}' gave no response in time"
+        ) from exc
+    try:
+        return await _relay(request, upstream)
+    finally:
+        pool.release(endpoint)
+
+
+async def _send(
+    request: web.Request, route: CompiledRoute, limit: _BodyLimit
+) -> tuple[aiohttp.ClientResponse, EndpointState]:
+    """Send the request, retrying as configured; the endpoint stays acquired on success."""
+    pool = route.pool
     service = pool.config
     body, replayable = await _request_body(request, limit)
     method = request.method
@@ -134,6 +154,9 @@ async def _attempts(
     attempts = 1 + (service.retries.attempts if may_retry else 0)
     path = _upstream_path(route, request.raw_path)
     pool.budget.record_request()
+    session = pool.session
+    if session is None:
+        raise HTTPProblem(503, "service-closing", f"service '{pool.name}' is being replaced")
     tried: list[EndpointState] = []
     for attempt in range(attempts):
         endpoint = pool.balancer.pick(tried)
@@ -146,12 +169,12 @@ async def _attempts(
         last = attempt == attempts - 1
         headers = route.forwarding.upstream_headers(request, endpoint, service.preserve_host)
         url = URL(endpoint.base_str + path, encoded=True)
-        assert pool.session is not None
         pool.acquire(endpoint)
+        keep = False
         started = time.perf_counter()
         try:
             try:
-                upstream = await pool.session.request(
+                upstream = await session.request(
                     method,
                     url,
                     headers=headers,
@@ -194,9 +217,11 @@ async def _attempts(
                 upstream.release()
                 await _backoff(service.retries.backoff, service.retries.max_backoff, attempt)
                 continue
-            return await _relay(request, upstream)
+            keep = True
+            return upstream, endpoint
         finally:
-            pool.release(endpoint)
+            if not keep:
+                pool.release(endpoint)
     raise AssertionError("unreachable: the last attempt always returns or raises")
 
 

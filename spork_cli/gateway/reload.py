@@ -113,6 +113,8 @@ class Reloader:
         loop = asyncio.get_running_loop()
         try:
             new = await loop.run_in_executor(None, load_config, self.file)
+            if self.holder.prepare is not None:
+                new = self.holder.prepare(new)
         except ConfigError as exc:
             log.error(
                 "reload failed: config invalid, still serving the previous one",
@@ -176,7 +178,7 @@ async def reloader_ctx(app: web.Application) -> AsyncIterator[None]:
     assert holder.config_file is not None
     reloader = Reloader(app, holder.config_file)
     app[RELOADER] = reloader
-    watcher = asyncio.create_task(reloader.watch(), name="config-watch")
+    watcher = asyncio.create_task(reloader.watch(), name="config-watch") if holder.watch else None
     loop = asyncio.get_running_loop()
 
     def on_hup() -> None:
@@ -191,8 +193,9 @@ async def reloader_ctx(app: web.Application) -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
     except (NotImplementedError, RuntimeError):
         pass
-    watcher.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
+    if watcher is not None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 RELOADER = web.AppKey("spork.reloader", Reloader)

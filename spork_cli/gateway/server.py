@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -59,6 +60,7 @@ async def run(
     worker: bool = False,
     serve_admin: bool = True,
     serve_demo: bool = True,
+    prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close everything."""
     from spork_cli.gateway.admin import build_admin_app
@@ -78,7 +80,13 @@ async def run(
 
             demo = await start_demo(config.demo.host, config.demo.port)
         console = {"json": False, "console": True}.get(config.logging.format)
-        app = build_app(config, config_file, watch=watch, access_log=AccessLog(console=console))
+        app = build_app(
+            config,
+            config_file,
+            watch=watch,
+            access_log=AccessLog(console=console),
+            prepare=prepare,
+        )
         gateway = GatewayRunner(
             app,
             access_log=None,

@@ -8,6 +8,7 @@ first in the file. A path that some route matches but no route allows the method
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ class CompiledRoute:
     forwarding: Forwarding
     max_body: int
     client_timeout: ClientTimeout
+    request_timeout: float
     handler: Handler = field(repr=False, default=None)  # type: ignore[assignment]
 
     def allows(self, method: str) -> bool:
@@ -55,6 +57,28 @@ class RouteTable:
     routes: tuple[CompiledRoute, ...]
     pools: Mapping[str, ServicePool]
     by_prefix: dict[str, tuple[CompiledRoute, ...]] = field(default_factory=dict)
+    in_flight: int = 0
+    _drained: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._drained is not None:
+            self._drained.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request that matched on this table is still running."""
+        if self.in_flight == 0:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def __post_init__(self) -> None:
         grouped: dict[str, list[CompiledRoute]] = {}

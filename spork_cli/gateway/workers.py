@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -20,6 +22,8 @@ from spork_cli.config.model import GatewayConfig
 log = structlog.get_logger("spork.workers")
 
 RESTARTS_PER_MINUTE = 5
+START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
+START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
 
 
 def worker_command(config_file: Path, host: str | None, port: int | None, watch: bool) -> list[str]:
@@ -38,17 +42,40 @@ def supervise(
     config_file: Path,
     host: str | None,
     port: int | None,
-    admin_port: int | None,
     watch: bool,
+    prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
-    asyncio.run(_supervise(config, config_file, host, port, watch))
+    _check_port(config.server.host, config.server.port)
+    code = asyncio.run(_supervise(config, config_file, host, port, watch, prepare))
+    if code:
+        raise SystemExit(code)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before starting N workers that would each fail to bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            from spork_cli.gateway.server import _listen_error
+
+            raise _listen_error("requests", host, port, exc) from exc
 
 
 async def _supervise(
-    config: GatewayConfig, config_file: Path, host: str | None, port: int | None, watch: bool
-) -> None:
+    config: GatewayConfig,
+    config_file: Path,
+    host: str | None,
+    port: int | None,
+    watch: bool,
+    prepare: Callable[[GatewayConfig], GatewayConfig] | None,
+) -> int:
+    """Run the workers until SIGTERM/SIGINT; the exit code to end with."""
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.reload import RELOADER
     from spork_cli.gateway.server import _start_site
 
     loop = asyncio.get_running_loop()
@@ -57,13 +84,22 @@ async def _supervise(
         loop.add_signal_handler(sig, stop.set)
     command = worker_command(config_file, host, port, watch)
     children: list[asyncio.subprocess.Process] = []
+    started: dict[int, float] = {}
     runners: list[web.AppRunner] = []
+    code = 0
+
+    async def spawn() -> asyncio.subprocess.Process:
+        child = await asyncio.create_subprocess_exec(*command)
+        started[child.pid] = time.monotonic()
+        return child
+
     try:
         if config.demo.enabled:
             from spork_cli.demo import start_demo
 
             runners.append(await start_demo(config.demo.host, config.demo.port))
-        shadow = web.AppRunner(build_app(config, config_file, watch=watch), handle_signals=False)
+        shadow_app = build_app(config, config_file, watch=watch, prepare=prepare)
+        shadow = web.AppRunner(shadow_app, handle_signals=False)
         await shadow.setup()
         runners.insert(0, shadow)
         if config.admin.enabled:
@@ -76,10 +112,13 @@ async def _supervise(
             for child in children:
                 if child.returncode is None:
                     child.send_signal(signal.SIGHUP)
+            reloader = shadow_app.get(RELOADER)
+            if reloader is not None:
+                reloader.spawn(reloader.reload("SIGHUP"))
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         for _ in range(config.server.workers):
-            children.append(await asyncio.create_subprocess_exec(*command))
+            children.append(await spawn())
         log.info("supervising workers", workers=len(children), pids=[c.pid for c in children])
         restarts: list[float] = []
         while not stop.is_set():
@@ -92,16 +131,27 @@ async def _supervise(
             if stop.is_set():
                 break
             for i, child in enumerate(children):
-                if child.returncode is not None:
-                    now = time.monotonic()
-                    restarts = [t for t in restarts if now - t < 60] + [now]
-                    if len(restarts) > RESTARTS_PER_MINUTE:
-                        log.error("workers keep dying; giving up", code=child.returncode)
-                        stop.set()
-                        break
-                    log.warning("worker exited; starting another", code=child.returncode)
-                    children[i] = await asyncio.create_subprocess_exec(*command)
+                if child.returncode is None:
+                    continue
+                now = time.monotonic()
+                if child.returncode == 2 and now - started.pop(child.pid, now) < START_GRACE:
+                    log.error("a worker could not start; stopping", code=child.returncode)
+                    code = 2
+                    stop.set()
+                    break
+                restarts = [t for t in restarts if now - t < 60] + [now]
+                if len(restarts) > RESTARTS_PER_MINUTE:
+                    log.error("workers keep dying; giving up", code=child.returncode)
+                    code = 1
+                    stop.set()
+                    break
+                log.warning("worker exited; starting another", code=child.returncode)
+                children[i] = await spawn()
     finally:
+        try:
+            loop.remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError):
+            pass
         for child in children:
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)
@@ -114,3 +164,4 @@ async def _supervise(
                 await child.wait()
         for runner in runners:
             await runner.cleanup()
+    return code

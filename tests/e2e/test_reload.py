@@ -1,0 +1,379 @@
+"""Hot reload of a running `spork serve`: file changes, SIGHUP, invalid files, a reload storm.
+
+Every file change is written the way editors save: a temporary file renamed over the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.e2e.conftest import StartSpork
+from tests.support import (
+    LOOPBACK,
+    SporkServer,
+    Upstream,
+    UpstreamFactory,
+    eventually,
+    free_ports,
+    gateway_toml,
+    replace_file,
+)
+
+RELOAD_DEADLINE = 1.0
+
+
+async def served_by(http: aiohttp.ClientSession, url: str) -> str:
+    """Which upstream answered ``url`` ("a", "b", ...), or "status N" when it was not a 200."""
+    async with http.get(url) as response:
+        await response.read()
+        if response.status != 200:
+            return f"status {response.status}"
+        return response.headers.get("X-Upstream", "?")
+
+
+async def last_reload(http: aiohttp.ClientSession, server: SporkServer) -> dict[str, Any] | None:
+    async with http.get(f"{server.admin_url}/health/ready") as response:
+        assert response.status == 200
+        body: dict[str, Any] = orjson.loads(await response.read())
+    return body["last_reload"]
+
+
+async def reload_after(
+    http: aiohttp.ClientSession, server: SporkServer, since: float, timeout: float = 5.0
+) -> dict[str, Any]:
+    """The first reload result the gateway recorded after wall-clock time ``since``."""
+
+    async def probe() -> dict[str, Any] | None:
+        last = await last_reload(http, server)
+        return last if last is not None and last["at"] >= since else None
+
+    return await eventually(probe, timeout=timeout, what="a reload after the write")
+
+
+async def changes_within(
+    http: aiohttp.ClientSession, url: str, expected: str, config: Path, text: str
+) -> float:
+    """Rewrite ``config`` and return the seconds until ``url`` is served by ``expected``."""
+    started = time.monotonic()
+    replace_file(config, text)
+
+    async def probe() -> bool:
+        return await served_by(http, url) == expected
+
+    await eventually(probe, timeout=5.0, interval=0.01, what=f"{url} served by {expected}")
+    return time.monotonic() - started
+
+
+class Pair:
+    """Two echo upstreams, "a" and "b", and a config writer for them."""
+
+    def __init__(self, a: Upstream, b: Upstream, port: int, admin_port: int) -> None:
+        self.a, self.b = a, b
+        self.port, self.admin_port = port, admin_port
+
+    def toml(self, routes: dict[str, str], **extra: str) -> str:
+        services = {"a": self.a.url, "b": self.b.url}
+        return gateway_toml(self.port, self.admin_port, services, routes, **extra)
+
+
+@pytest.fixture
+async def pair(upstream_factory: UpstreamFactory) -> Pair:
+    a, b = await upstream_factory.many("a", "b")
+    return Pair(a, b, *free_ports(2))
+
+
+async def start(spork_server: StartSpork, pair: Pair, config: Path, *args: str) -> SporkServer:
+    return await spork_server(config, pair.port, pair.admin_port, *args)
+
+
+# --- valid changes -----------------------------------------------------------------------------
+
+
+async def test_changed_route_target_is_served_within_a_second(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config)
+    url = f"{server.url}/api/thing"
+    assert await served_by(http, url) == "a"
+
+    elapsed = await changes_within(http, url, "b", config, pair.toml({"/api": "b"}))
+    assert elapsed < RELOAD_DEADLINE
+
+    result = await last_reload(http, server)
+    assert result is not None
+    assert result["result"] == "applied"
+    assert result["needs_restart"] == []
+    assert server.events("config reloaded")
+    # And back again: a second change is just as quick.
+    elapsed = await changes_within(http, url, "a", config, pair.toml({"/api": "a"}))
+    assert elapsed < RELOAD_DEADLINE
+
+
+async def test_added_route_is_served_within_a_second(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config)
+    assert await served_by(http, f"{server.url}/new/x") == "status 404"
+
+    text = pair.toml({"/api": "a", "/new": "b"})
+    elapsed = await changes_within(http, f"{server.url}/new/x", "b", config, text)
+    assert elapsed < RELOAD_DEADLINE
+    assert await served_by(http, f"{server.url}/api/x") == "a"
+    assert pair.b.requests[-1].raw_path == "/new/x"
+
+
+# --- invalid and static changes ----------------------------------------------------------------
+
+# Text appended to a valid file, and the line of that text the error must point at.
+INVALID_EDITS = {
+    "unknown key": ('[[routes]]\npath = "/x"\nservice = "a"\nbogus = 1\n', 4),
+    "unknown service": ('[[routes]]\npath = "/x"\nservice = "ghost"\n', 3),
+    "toml syntax": ("[[routes]\n", 1),
+}
+
+
+@pytest.mark.parametrize("edit", INVALID_EDITS.values(), ids=INVALID_EDITS.keys())
+async def test_invalid_file_keeps_the_old_table_serving(
+    tmp_path: Path,
+    pair: Pair,
+    spork_server: StartSpork,
+    http: aiohttp.ClientSession,
+    edit: tuple[str, int],
+) -> None:
+    config = tmp_path / "gateway.toml"
+    valid = pair.toml({"/api": "a"})
+    config.write_text(valid)
+    server = await start(spork_server, pair, config)
+    url = f"{server.url}/api/x"
+
+    # The change also retargets /api, so a half-applied file would show on the wire.
+    retargeted = pair.toml({"/api": "b"})
+    broken = retargeted + edit[0]
+    since = time.time()
+    replace_file(config, broken)
+    result = await reload_after(http, server, since)
+    assert result["result"] == "invalid", result
+    assert await served_by(http, url) == "a"
+
+    [error, *_] = result["errors"]
+    assert error["file"].endswith("gateway.toml")
+    assert error["line"] == len(retargeted.splitlines()) + edit[1], (error, broken)
+    assert error["column"] >= 1
+    assert error["message"]
+    [failure] = await eventually(
+        lambda: server.events("reload failed: config invalid, still serving the previous one"),
+        what="the reload failure log line",
+    )
+    assert f"gateway.toml:{error['line']}:" in " ".join(failure["errors"])
+
+    # Fixing the file applies the fix.
+    elapsed = await changes_within(http, url, "b", config, pair.toml({"/api": "b"}))
+    assert elapsed < RELOAD_DEADLINE
+    assert server.running
+
+
+async def test_static_change_needs_a_restart_and_is_not_applied(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config)
+
+    # A new state prefix together with a route change: the route applies, the prefix does not.
+    moved = pair.toml({"/api": "b"}, extra='[state]\nprefix = "elsewhere"')
+    elapsed = await changes_within(http, f"{server.url}/api/x", "b", config, moved)
+    assert elapsed < RELOAD_DEADLINE
+    result = await last_reload(http, server)
+    assert result is not None
+    assert result["result"] == "applied"
+    assert result["needs_restart"] == ["state.prefix"]
+    await eventually(
+        lambda: server.events("these settings need a restart to change"),
+        what="the needs-restart log line",
+    )
+
+    # Only the prefix differs from what is served now: nothing to apply, still reported.
+    since = time.time()
+    replace_file(config, moved + "\n# touched\n")
+    result = await reload_after(http, server, since)
+    assert result["result"] == "unchanged"
+    assert result["needs_restart"] == ["state.prefix"]
+    assert await served_by(http, f"{server.url}/api/x") == "b"
+
+
+async def test_command_line_port_overrides_are_not_reported_as_static_changes(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    file_port, file_admin = free_ports(2)
+    config.write_text(
+        gateway_toml(file_port, file_admin, {"a": pair.a.url, "b": pair.b.url}, {"/api": "a"})
+    )
+    server = await start(spork_server, pair, config)
+    text = gateway_toml(file_port, file_admin, {"a": pair.a.url, "b": pair.b.url}, {"/api": "b"})
+    await changes_within(http, f"{server.url}/api/x", "b", config, text)
+    result = await last_reload(http, server)
+    assert result is not None
+    assert result["result"] == "applied"
+    assert result["needs_restart"] == []
+
+
+# --- SIGHUP ------------------------------------------------------------------------------------
+
+
+async def test_sighup_reloads(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config)
+
+    since = time.time()
+    server.send(signal.SIGHUP)
+    result = await reload_after(http, server, since)
+    assert result["trigger"] == "SIGHUP"
+    assert result["result"] == "unchanged"
+    assert server.running
+    assert await served_by(http, f"{server.url}/api/x") == "a"
+
+
+async def test_sighup_reloads_with_no_reload(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config, "--no-reload")
+    replace_file(config, pair.toml({"/api": "b"}))
+
+    server.send(signal.SIGHUP)
+
+    async def probe() -> bool:
+        assert server.running, f"SIGHUP ended the gateway (exit {server.returncode})"
+        try:
+            return await served_by(http, f"{server.url}/api/x") == "b"
+        except aiohttp.ClientConnectionError:
+            return False  # the gateway is going away: the next round says so
+
+    await eventually(probe, what="the change applied after SIGHUP")
+
+
+# --- in-flight requests across a reload --------------------------------------------------------
+
+
+async def test_request_reading_its_body_finishes_across_a_reload(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    text = gateway_toml(pair.port, pair.admin_port, {"api": pair.a.url}, {"/api": "api"})
+    config.write_text(text)
+    server = await start(spork_server, pair, config)
+
+    reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
+    try:
+        writer.write(
+            b"POST /api/upload HTTP/1.1\r\nHost: gateway\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        await writer.drain()
+        # "100 Continue" comes from the router, right before the gateway's handler runs.
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        writer.write(b"hello")
+        await writer.drain()
+
+        # The service moves to another endpoint: a new pool, the old one is retired.
+        moved = gateway_toml(pair.port, pair.admin_port, {"api": pair.b.url}, {"/api": "api"})
+        await changes_within(http, f"{server.url}/api/x", "b", config, moved)
+
+        writer.write(b"world")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert [r.body for r in pair.a.requests if r.method == "POST"] == [b"helloworld"]
+
+
+# --- the storm ---------------------------------------------------------------------------------
+
+STORM_RELOADS = 50
+STORM_CLIENTS = 4
+
+
+async def test_reload_storm_under_traffic_drops_no_request(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    """50 reloads, valid and invalid in turn, under 4 looping clients: every answer is a 200.
+
+    Each valid file moves the one service to the other upstream, so every valid reload builds
+    a new connection pool and retires the old one while requests are in flight.
+    """
+    config = tmp_path / "gateway.toml"
+
+    def valid(target: Upstream) -> str:
+        return gateway_toml(pair.port, pair.admin_port, {"api": target.url}, {"/api": "api"})
+
+    invalid = valid(pair.a) + '[[routes]]\npath = "/x"\nservice = "ghost"\n'
+    config.write_text(valid(pair.a))
+    server = await start(spork_server, pair, config)
+    url = f"{server.url}/api/storm"
+
+    done = asyncio.Event()
+    failures: list[str] = []
+    answered = {"a": 0, "b": 0}
+
+    async def client() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while not done.is_set() and len(failures) < 20:
+                try:
+                    async with session.get(url) as response:
+                        await response.read()
+                        who = response.headers.get("X-Upstream", "")
+                        if response.status != 200 or who not in answered:
+                            failures.append(f"{response.status} from {who!r}")
+                        else:
+                            answered[who] += 1
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    failures.append(repr(exc))
+
+    clients = [asyncio.create_task(client()) for _ in range(STORM_CLIENTS)]
+    started = time.monotonic()
+    latencies: list[float] = []
+    current = pair.a
+    try:
+        for i in range(STORM_RELOADS):
+            if i % 2 == 0:
+                current = pair.b if current is pair.a else pair.a
+                latencies.append(
+                    await changes_within(http, url, current.name, config, valid(current))
+                )
+            else:
+                since = time.time()
+                replace_file(config, invalid)
+                result = await reload_after(http, server, since)
+                assert result["result"] == "invalid", result
+                assert await served_by(http, url) == current.name
+            assert not failures, failures
+    finally:
+        done.set()
+        await asyncio.gather(*clients)
+    elapsed = time.monotonic() - started
+
+    assert failures == []
+    assert max(latencies) < RELOAD_DEADLINE, latencies
+    assert answered["a"] > 50 and answered["b"] > 50, answered
+    assert elapsed < 60
+    assert server.running
