@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,7 +17,7 @@ from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.proxy import Forwarding, forward
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.gateway.upstream import ServicePool
-from spork_cli.middleware import Middleware, chain
+from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS, Middleware, chain
 from spork_cli.middleware.errors import HTTPProblem, problem_response, render
 from spork_cli.middleware.request_id import request_id
 
@@ -77,11 +77,12 @@ async def compile_table(config: GatewayConfig, previous: RouteTable | None = Non
             config=route,
             route_id=route.route_id,
             prefix=route.path,
-            methods=frozenset(route.methods) if route.methods else None,
+            methods=_methods(route.methods),
             pool=pool,
             forwarding=forwarding,
             max_body=route.max_body if route.max_body is not None else config.server.max_body,
             request_timeout=config.server.timeouts.request,
+            idle_timeout=route.timeout or pool.config.timeout,
             client_timeout=ClientTimeout(
                 total=None,
                 sock_connect=pool.config.connect_timeout,
@@ -91,6 +92,16 @@ async def compile_table(config: GatewayConfig, previous: RouteTable | None = Non
         compiled.handler = chain(_middlewares(compiled), partial(forward, route=compiled))
         routes.append(compiled)
     return RouteTable(config=config, routes=tuple(routes), pools=pools)
+
+
+def _methods(methods: Sequence[str]) -> frozenset[str] | None:
+    """None means any method; a route that takes GET takes HEAD too (RFC 9110, 9.3.2)."""
+    if not methods:
+        return None
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return frozenset(allowed)
 
 
 def _middlewares(route: CompiledRoute) -> list[Middleware]:
@@ -118,7 +129,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one catch-all handler: match, run the route's chain, log."""
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     table = request.app[TABLE].current
     match = table.match(request.method, request.raw_path)
     route = match.route
@@ -161,20 +172,20 @@ def _access(
     route: CompiledRoute | None,
     seconds: float,
 ) -> None:
-    upstream = request.get("spork.upstream_seconds")
+    upstream = request.get(UPSTREAM_SECONDS)
     log.write(
         {
             "method": request.method,
             "path": request.raw_path,
             "route": route.route_id if route else None,
             "service": route.pool.name if route else None,
-            "endpoint": request.get("spork.endpoint"),
+            "endpoint": request.get(ENDPOINT),
             "status": response.status,
             "duration_ms": round(seconds * 1000, 3),
             "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
             "bytes": response.body_length if response.prepared else response.content_length,
             "client": request.remote,
-            "request_id": request["request_id"],
+            "request_id": request[REQUEST_ID],
         }
     )
 

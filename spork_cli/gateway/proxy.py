@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
 
@@ -81,7 +82,7 @@ class Forwarding:
         trusted = self.is_trusted(peer)
         scheme = request.scheme
         host = incoming.get("Host", "")
-        prior_xff = incoming.get("X-Forwarded-For") if trusted else None
+        prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
         headers["X-Forwarded-For"] = f"{prior_xff}, {peer}" if prior_xff else peer
         headers["X-Forwarded-Proto"] = (
             incoming.get("X-Forwarded-Proto", scheme) if trusted else scheme
@@ -89,9 +90,9 @@ class Forwarding:
         headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host) if trusted else host
         node = f'"[{peer}]"' if ":" in peer else peer
         element = f"for={node};proto={scheme}" + (f';host="{host}"' if host else "")
-        prior = incoming.get("Forwarded") if trusted else None
+        prior = ", ".join(incoming.getall("Forwarded", ())) if trusted else None
         headers["Forwarded"] = f"{prior}, {element}" if prior else element
-        headers["X-Request-ID"] = request["request_id"]
+        headers["X-Request-ID"] = request[REQUEST_ID]
         headers["traceparent"] = traceparent(incoming.get("traceparent"))
         if preserve_host and host:
             headers["Host"] = host
@@ -165,7 +166,7 @@ async def _send(
                 503, "no-healthy-endpoint", f"service '{pool.name}' has no healthy endpoint"
             )
         tried.append(endpoint)
-        request["spork.endpoint"] = endpoint.url
+        request[ENDPOINT] = endpoint.url
         last = attempt == attempts - 1
         headers = route.forwarding.upstream_headers(request, endpoint, service.preserve_host)
         url = URL(endpoint.base_str + path, encoded=True)
@@ -174,7 +175,7 @@ async def _send(
         started = time.perf_counter()
         try:
             try:
-                upstream = await session.request(
+                request_call = session.request(
                     method,
                     url,
                     headers=headers,
@@ -182,6 +183,13 @@ async def _send(
                     allow_redirects=False,
                     timeout=route.client_timeout,
                 )
+                if replayable:
+                    upstream = await request_call
+                else:
+                    async with asyncio.timeout(route.idle_timeout) as idle:
+                        limit.idle, limit.idle_seconds = idle, route.idle_timeout
+                        upstream = await request_call
+                    limit.idle = None
             except TimeoutError as exc:
                 pool.record_failure(endpoint, "timeout")
                 raise HTTPProblem(
@@ -204,7 +212,7 @@ async def _send(
                 raise HTTPProblem(
                     502, "upstream-error", f"service '{pool.name}' gave an invalid response"
                 ) from exc
-            request["spork.upstream_seconds"] = time.perf_counter() - started
+            request[UPSTREAM_SECONDS] = time.perf_counter() - started
             if limit.exceeded:
                 upstream.release()
                 raise limit.problem()
@@ -227,7 +235,7 @@ async def _send(
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     headers = response_headers(upstream.headers)
-    headers["X-Request-ID"] = request["request_id"]
+    headers["X-Request-ID"] = request[REQUEST_ID]
     headers["Server"] = "spork"
     length = upstream.content_length
     try:
@@ -267,6 +275,10 @@ class _BodyLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.exceeded = False
+        # While a streamed body is sent, each chunk the upstream takes pushes this deadline on:
+        # an upstream that stops reading gets the same idle timeout as one that stops writing.
+        self.idle: asyncio.Timeout | None = None
+        self.idle_seconds = 0.0
 
     def problem(self) -> HTTPProblem:
         return HTTPProblem(
@@ -280,6 +292,8 @@ class _BodyLimit:
             if seen > self.limit:
                 self.exceeded = True
                 raise self.problem()
+            if self.idle is not None:
+                self.idle.reschedule(asyncio.get_running_loop().time() + self.idle_seconds)
             yield chunk
 
 

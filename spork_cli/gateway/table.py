@@ -37,6 +37,7 @@ class CompiledRoute:
     max_body: int
     client_timeout: ClientTimeout
     request_timeout: float
+    idle_timeout: float  # the service (or route) timeout: longest silence from the upstream
     handler: Handler = field(repr=False, default=None)  # type: ignore[assignment]
 
     def allows(self, method: str) -> bool:

@@ -87,6 +87,9 @@ class ServicePool:
             timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
+        # aiohttp silently retries idempotent requests once on a dropped connection; retries
+        # here are ours alone (counted, backed off, within budget, on another endpoint).
+        self.session._retry_connection = False
         if self.config.health is not None:
             self._health_task = asyncio.create_task(
                 self._check_forever(), name=f"health:{self.name}"

@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from yarl import URL
 
+from spork_cli.middleware import ENDPOINT, REQUEST_ID
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
     endpoint = pool.balancer.pick()
     if endpoint is None:
         raise HTTPProblem(503, "no-healthy-endpoint", f"service '{pool.name}' has no endpoint")
-    request["spork.endpoint"] = endpoint.url
+    request[ENDPOINT] = endpoint.url
     headers = route.forwarding.upstream_headers(request, endpoint, pool.config.preserve_host)
     for name in list(headers):
         if name.lower() in _SKIP:
@@ -62,8 +63,9 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
                 502, "upstream-unreachable", f"service '{pool.name}' could not be reached"
             ) from exc
         async with upstream:
-            client = web.WebSocketResponse(protocols=protocols, autoping=True)
-            client.headers["X-Request-ID"] = request["request_id"]
+            chosen = (upstream.protocol,) if upstream.protocol else ()
+            client = web.WebSocketResponse(protocols=chosen, autoping=True)
+            client.headers["X-Request-ID"] = request[REQUEST_ID]
             await client.prepare(request)
             await _pump(client, upstream)
             return client

@@ -6,6 +6,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+# Typed per-request storage shared by the dispatcher, the middlewares and the proxy.
+REQUEST_ID = web.RequestKey("spork.request_id", str)
+ENDPOINT = web.RequestKey("spork.endpoint", str)
+UPSTREAM_SECONDS = web.RequestKey("spork.upstream_seconds", float)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 

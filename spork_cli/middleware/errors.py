@@ -8,6 +8,8 @@ import orjson
 import structlog
 from aiohttp import web
 
+from spork_cli.middleware import REQUEST_ID
+
 log = structlog.get_logger("spork.gateway")
 
 PROBLEM_TYPE = "urn:spork:problem:"
@@ -79,7 +81,7 @@ def render(problem: HTTPProblem, request: web.Request) -> web.Response:
         problem.status,
         problem.slug,
         problem.detail,
-        request.get("request_id"),
+        request.get(REQUEST_ID),
         problem.headers,
         problem.extra,
     )

@@ -1,0 +1,514 @@
+"""Forwarding through a real gateway to real upstreams: paths, headers, bodies, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from tests.gateway.conftest import (
+    Gateway,
+    StreamingApp,
+    StubFactory,
+    expect_problem,
+    json_of,
+    pattern_bytes,
+    single_service,
+)
+from tests.support import LOOPBACK, Upstream, free_port
+
+MiB = 1024 * 1024
+
+
+async def echo(client: Any, path: str, **kwargs: Any) -> dict[str, Any]:
+    # encoded=True: the client must send the path and query exactly as written.
+    async with client.get(URL(path, encoded=True), **kwargs) as response:
+        assert response.status == 200, await response.text()
+        return await json_of(response)
+
+
+# --- path and query ----------------------------------------------------------------------------
+
+
+async def test_raw_path_with_encoded_slash_and_query_reach_upstream_intact(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/api"}))
+    seen = await echo(client, "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty=")
+    assert seen["raw_path"] == "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty="
+    assert upstream.requests[-1].raw_path == "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty="
+
+
+async def test_strip_prefix_through_the_gateway_keeps_encoding_and_query(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, route={"path": "/api", "strip_prefix": True})
+    )
+    seen = await echo(client, "/api/a%2Fb?q=%2F")
+    assert seen["raw_path"] == "/a%2Fb?q=%2F"
+    seen = await echo(client, "/api?q=1")
+    assert seen["raw_path"] == "/?q=1"
+
+
+async def test_endpoint_url_path_is_prepended(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(
+        single_service(f"{upstream.url}/base/", route={"path": "/api", "strip_prefix": True})
+    )
+    seen = await echo(client, "/api/x%2Fy?q=1")
+    assert seen["raw_path"] == "/base/x%2Fy?q=1"
+
+
+# --- hop-by-hop headers ------------------------------------------------------------------------
+
+
+async def test_hop_by_hop_request_headers_are_removed(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url))
+    seen = await echo(
+        client,
+        "/x",
+        headers={
+            "Connection": "keep-alive, X-Hop-Secret",
+            "X-Hop-Secret": "must not pass",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic c2VjcmV0",
+            "Proxy-Connection": "keep-alive",
+            "TE": "trailers",
+            "Trailer": "X-Checksum",
+            "X-End-To-End": "kept",
+        },
+    )
+    headers = seen["headers"]
+    for name in ("x-hop-secret", "keep-alive", "proxy-authorization", "proxy-connection"):
+        assert name not in headers
+    assert "te" not in headers
+    assert "trailer" not in headers
+    assert "x-hop-secret" not in headers.get("connection", "").lower()
+    assert headers["x-end-to-end"] == "kept"
+
+
+async def test_hop_by_hop_response_headers_are_removed(gateway: Gateway, stub: StubFactory) -> None:
+    server = await stub(StreamingApp().build(), "streaming")
+    client = await gateway(single_service(server.url))
+    async with client.get("/hop") as response:
+        assert response.status == 200
+        assert await json_of(response) == {"ok": True}
+        for name in ("X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate", "Trailer"):
+            assert name not in response.headers
+        assert "x-resp-hop" not in response.headers.get("Connection", "").lower()
+        assert response.headers["X-End-To-End"] == "kept"
+        assert response.headers["X-Upstream"] == "streaming"
+
+
+# --- forwarding headers ------------------------------------------------------------------------
+
+SPOOFED = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "spoofed.example",
+    "Forwarded": "for=203.0.113.9;proto=https",
+}
+
+
+async def test_forwarding_headers_are_set_and_client_values_ignored_when_untrusted(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    host = f"127.0.0.1:{client.port}"
+    headers = (await echo(client, "/x", headers=SPOOFED))["headers"]
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == host
+    assert headers["forwarded"] == f'for=127.0.0.1;proto=http;host="{host}"'
+
+
+async def test_forwarding_headers_extend_client_values_from_a_trusted_proxy(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, server={"trusted_proxies": ["127.0.0.1/32"]})
+    )
+    host = f"127.0.0.1:{client.port}"
+    headers = (await echo(client, "/x", headers=SPOOFED))["headers"]
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "https"
+    assert headers["x-forwarded-host"] == "spoofed.example"
+    assert headers["forwarded"] == (
+        f'for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host="{host}"'
+    )
+
+
+async def test_forwarding_headers_are_set_without_client_values_from_a_trusted_proxy(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, server={"trusted_proxies": ["127.0.0.0/8"]})
+    )
+    host = f"127.0.0.1:{client.port}"
+    headers = (await echo(client, "/x"))["headers"]
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"] == host
+    assert headers["forwarded"] == f'for=127.0.0.1;proto=http;host="{host}"'
+
+
+async def test_trusted_proxies_that_do_not_include_the_peer_are_not_trusted(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, server={"trusted_proxies": ["10.0.0.0/8"]}))
+    headers = (await echo(client, "/x", headers=SPOOFED))["headers"]
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+
+
+async def test_repeated_x_forwarded_for_lines_from_a_trusted_proxy_are_all_kept(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, server={"trusted_proxies": ["127.0.0.1/32"]})
+    )
+    sent = CIMultiDict([("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.9")])
+    headers = (await echo(client, "/x", headers=sent))["headers"]
+    assert headers["x-forwarded-for"] == "198.51.100.1, 203.0.113.9, 127.0.0.1"
+
+
+# --- identity and host -------------------------------------------------------------------------
+
+
+async def test_client_identity_headers_are_stripped(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url))
+    sent = CIMultiDict([("X-User-Id", "admin"), ("x-user-roles", "admin"), ("X-USER-ID", "root")])
+    headers = (await echo(client, "/x", headers=sent))["headers"]
+    assert "x-user-id" not in headers
+    assert "x-user-roles" not in headers
+
+
+async def test_configured_forward_claim_headers_are_stripped(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    data = single_service(upstream.url)
+    data["auth"] = {"forward_claims": {"sub": "X-Subject", "tenant": "X-Tenant"}}
+    client = await gateway(data)
+    headers = (await echo(client, "/x", headers={"X-Subject": "admin", "X-Tenant": "t1"}))[
+        "headers"
+    ]
+    assert "x-subject" not in headers
+    assert "x-tenant" not in headers
+
+
+async def test_host_is_rewritten_to_the_endpoint(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url))
+    headers = (await echo(client, "/x", headers={"Host": "api.example.test"}))["headers"]
+    assert headers["host"] == f"127.0.0.1:{upstream.port}"
+
+
+async def test_host_is_preserved_when_the_service_asks(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, preserve_host=True))
+    headers = (await echo(client, "/x", headers={"Host": "api.example.test"}))["headers"]
+    assert headers["host"] == "api.example.test"
+    assert headers["x-forwarded-host"] == "api.example.test"
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+
+async def test_small_body_and_method_pass_through(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url))
+    async with client.patch("/x", data=b'{"name": "ada"}') as response:
+        seen = await json_of(response)
+    assert seen["method"] == "PATCH"
+    assert seen["body"] == '{"name": "ada"}'
+
+
+async def test_content_length_over_route_limit_is_413_problem(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"max_body": "1KiB"}))
+    async with client.post("/x", data=b"x" * 2048) as response:
+        body = await expect_problem(response, 413)
+    assert body["type"] == "urn:spork:problem:body-too-large"
+    assert upstream.requests == []
+
+
+async def test_content_length_over_server_limit_is_413_problem(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, server={"max_body": "1KiB"}))
+    async with client.post("/x", data=b"x" * 2048) as response:
+        await expect_problem(response, 413)
+    assert upstream.requests == []
+
+
+async def test_route_limit_overrides_a_smaller_server_limit(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, route={"max_body": "4KiB"}, server={"max_body": "1KiB"})
+    )
+    async with client.post("/x", data=b"x" * 2048) as response:
+        assert response.status == 200
+        assert len((await json_of(response))["body"]) == 2048
+
+
+async def test_body_at_the_limit_is_accepted(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url, route={"max_body": "1KiB"}))
+    async with client.post("/x", data=b"x" * 1024) as response:
+        assert response.status == 200
+
+
+async def test_streamed_body_with_known_length_keeps_content_length_upstream(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    async with client.put("/x", data=b"y" * (100 * 1024)) as response:
+        seen = await json_of(response)
+    assert seen["headers"]["content-length"] == str(100 * 1024)
+    assert "transfer-encoding" not in seen["headers"]
+    assert len(seen["body"]) == 100 * 1024
+
+
+async def chunks(count: int, size: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * size
+
+
+async def test_chunked_body_over_the_limit_is_413_problem(
+    gateway: Gateway, stub: StubFactory
+) -> None:
+    server = await stub(StreamingApp().build(), "streaming")
+    client = await gateway(single_service(server.url, route={"max_body": "100KiB"}))
+    async with client.post("/upload", data=chunks(8, 32 * 1024)) as response:
+        body = await expect_problem(response, 413)
+    assert body["type"] == "urn:spork:problem:body-too-large"
+
+
+async def test_chunked_body_under_the_limit_is_streamed(
+    gateway: Gateway, stub: StubFactory
+) -> None:
+    server = await stub(StreamingApp().build(), "streaming")
+    client = await gateway(single_service(server.url, route={"max_body": "100KiB"}))
+    async with client.post("/upload", data=chunks(3, 32 * 1024)) as response:
+        seen = await json_of(response)
+    assert seen["size"] == 96 * 1024
+    assert seen["chunked"] is True
+
+
+async def test_large_chunked_upload_passes_through_intact(
+    gateway: Gateway, stub: StubFactory
+) -> None:
+    server = await stub(StreamingApp().build(), "streaming")
+    client = await gateway(single_service(server.url, server={"max_body": "64MiB"}))
+    payload = pattern_bytes(20 * MiB + 123)
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 256 * 1024):
+            yield payload[start : start + 256 * 1024]
+
+    async with client.post("/upload", data=body()) as response:
+        assert response.status == 200
+        seen = await json_of(response)
+    assert seen == {
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "size": len(payload),
+        "chunked": True,
+    }
+
+
+@pytest.mark.parametrize("length", ["0", "1"], ids=["chunked", "content-length"])
+async def test_large_download_passes_through_intact(
+    gateway: Gateway, stub: StubFactory, length: str
+) -> None:
+    server = await stub(StreamingApp().build(), "streaming")
+    client = await gateway(single_service(server.url))
+    size = 20 * MiB + 7
+    digest = hashlib.sha256()
+    received = 0
+    async with client.get(f"/download?size={size}&length={length}") as response:
+        assert response.status == 200
+        if length == "1":
+            assert response.content_length == size
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            digest.update(chunk)
+            received += len(chunk)
+    assert received == size
+    assert digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
+
+
+async def test_encoded_dot_segments_are_not_decoded(gateway: Gateway, upstream: Upstream) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/public"}))
+    seen = await echo(client, "/public/a%2F..%2F..%2Fadmin")
+    assert seen["raw_path"] == "/public/a%2F..%2F..%2Fadmin"
+
+
+# --- upstream answers and gateway errors -------------------------------------------------------
+
+
+async def test_upstream_error_statuses_pass_through_unchanged(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, retries={"attempts": 0}))
+    for status in (400, 404, 500, 503):
+        async with client.get(f"/status/{status}") as response:
+            assert response.status == status
+            assert response.content_type == "application/json"
+            assert (await json_of(response))["upstream"] == "upstream"
+
+
+async def test_head_and_no_content_responses_have_no_body(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    async with client.head("/x") as response:
+        assert response.status == 200
+        assert response.headers["X-Upstream"] == "upstream"
+        assert await response.read() == b""
+    async with client.get("/status/204") as response:
+        assert response.status == 204
+        assert await response.read() == b""
+
+
+@asynccontextmanager
+async def raw_upstream(reply: bytes) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP server that reads a request head, writes `reply` and hangs up."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://{LOOPBACK}:{port}", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_invalid_upstream_response_is_502_problem(gateway: Gateway) -> None:
+    async with raw_upstream(b"this is not HTTP\r\n\r\n") as (url, _):
+        client = await gateway(single_service(url, retries={"attempts": 0}))
+        async with client.get("/x") as response:
+            body = await expect_problem(response, 502)
+    assert body["type"] == "urn:spork:problem:upstream-error"
+
+
+async def test_upstream_hanging_up_is_tried_exactly_attempts_times_then_502_problem(
+    gateway: Gateway,
+) -> None:
+    async with raw_upstream(b"") as (url, connections):
+        client = await gateway(
+            single_service(url, retries={"attempts": 2, "backoff": "1ms", "max_backoff": "2ms"})
+        )
+        async with client.get("/x") as response:
+            body = await expect_problem(response, 502)
+    assert body["type"] == "urn:spork:problem:upstream-unreachable"
+    assert len(connections) == 3  # the first try and two retries
+
+
+async def test_upstream_hanging_up_on_post_is_502_problem_after_one_try(gateway: Gateway) -> None:
+    async with raw_upstream(b"") as (url, connections):
+        client = await gateway(single_service(url, retries={"attempts": 2}))
+        async with client.post("/x", data=b"{}") as response:
+            body = await expect_problem(response, 502)
+    assert body["type"] == "urn:spork:problem:upstream-unreachable"
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "status"),
+    [
+        ("GET", "/nowhere", None, 404),
+        ("DELETE", "/get-only/x", None, 405),
+        ("POST", "/small", b"x" * 2048, 413),
+        ("GET", "/dead", None, 502),
+        ("GET", "/slow?ms=2000", None, 504),
+    ],
+)
+async def test_every_gateway_error_is_problem_json_without_internals(
+    gateway: Gateway,
+    upstream: Upstream,
+    method: str,
+    path: str,
+    data: bytes | None,
+    status: int,
+) -> None:
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    client = await gateway(
+        {
+            "services": [
+                {"name": "live", "endpoints": [upstream.url], "timeout": "200ms"},
+                {"name": "dead", "endpoints": [dead], "retries": {"attempts": 0}},
+            ],
+            "routes": [
+                {"path": "/get-only", "service": "live", "methods": ["GET"]},
+                {"path": "/small", "service": "live", "max_body": "1KiB"},
+                {"path": "/dead", "service": "dead"},
+                {"path": "/slow", "service": "live"},
+            ],
+        }
+    )
+    async with client.request(method, path, data=data, headers={"X-Request-ID": "e-1"}) as r:
+        raw = await r.text()
+        body = await expect_problem(r, status)
+    assert body["request_id"] == "e-1"
+    assert set(body) == {"type", "title", "status", "detail", "request_id"}
+    # No endpoint address, and no exception text, ever reaches the client.
+    for secret in (str(upstream.port), dead.rsplit(":", 1)[1], "Error", "aiohttp"):
+        assert secret not in raw
+
+
+def headers_app() -> web.Application:
+    async def cookies(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        response.headers.add("Set-Cookie", "a=1; Path=/")
+        response.headers.add("Set-Cookie", "b=2; Path=/")
+        return response
+
+    async def gzipped(request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(b"compressed upstream body"),
+            headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/cookies", cookies)
+    app.router.add_get("/gzip", gzipped)
+    return app
+
+
+async def test_repeated_response_headers_are_all_relayed(
+    gateway: Gateway, stub: StubFactory
+) -> None:
+    server = await stub(headers_app(), "headers")
+    client = await gateway(single_service(server.url))
+    async with client.get("/cookies") as response:
+        assert response.headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+
+
+async def test_compressed_response_is_relayed_without_decoding(
+    gateway: Gateway, stub: StubFactory
+) -> None:
+    server = await stub(headers_app(), "headers")
+    client = await gateway(single_service(server.url))
+    async with client.get("/gzip", auto_decompress=False) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await response.read()) == b"compressed upstream body"
