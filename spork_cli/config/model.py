@@ -354,7 +354,6 @@ class HealthCheck(Model):
     )
     healthy_threshold: int = Field(2, description="Consecutive passes that mark healthy.")
     unhealthy_threshold: int = Field(3, description="Consecutive fails that mark unhealthy.")
-    passive: Passive = Field(default_factory=Passive)
 
 
 class Breaker(Model):
@@ -406,6 +405,10 @@ class Service(Model):
     max_connections: int = Field(100, ge=1, le=10000, description="Pool size per endpoint.")
     retries: Retries = Field(default_factory=Retries)
     health: HealthCheck | None = Field(None, description="Active checks; off when absent.")
+    passive: Passive = Field(
+        default_factory=Passive,
+        description="Ejection of endpoints that keep failing real traffic (always on).",
+    )
     breaker: Breaker | None = Field(None, description="Circuit breaker; off when absent.")
 
 

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import structlog
 
-from spork_cli.config.model import Passive, Service
+from spork_cli.config.model import Service
 from spork_cli.gateway.balancer import Balancer, EndpointState
 from spork_cli.health import probe
 
@@ -66,7 +66,7 @@ class ServicePool:
         self.endpoints = [EndpointState(e.url, e.weight) for e in config.endpoints]
         self.balancer = Balancer(self.endpoints, config.balance)
         self.budget = RetryBudget(config.retries.budget)
-        self.passive = config.health.passive if config.health else Passive()
+        self.passive = config.passive
         self.session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()

@@ -25,13 +25,7 @@ NO_RETRIES = {"attempts": 0}
 
 
 def passive(failures: int, cooldown: str = "300ms") -> dict[str, Any]:
-    # Passive settings live under [health]; a long interval and a high threshold keep the
-    # active checker from changing anything while these tests run.
-    return {
-        "interval": "1h",
-        "unhealthy_threshold": 1000,
-        "passive": {"failures": failures, "cooldown": cooldown},
-    }
+    return {"failures": failures, "cooldown": cooldown}
 
 
 def active(**overrides: Any) -> dict[str, Any]:
@@ -80,7 +74,7 @@ async def test_endpoint_is_ejected_after_consecutive_failures(
 ) -> None:
     bad = await stub(failing_app(503), "bad")
     client = await gateway(
-        single_service(bad.url, upstream.url, retries=NO_RETRIES, health=passive(2, "1h"))
+        single_service(bad.url, upstream.url, retries=NO_RETRIES, passive=passive(2, "1h"))
     )
     await hit_until(client, bad, 2)
     assert not state(client, bad.url).available(time.monotonic())
@@ -93,7 +87,7 @@ async def test_ejected_endpoint_returns_after_the_cooldown(
 ) -> None:
     bad = await stub(failing_app(503), "bad")
     client = await gateway(
-        single_service(bad.url, upstream.url, retries=NO_RETRIES, health=passive(2, "300ms"))
+        single_service(bad.url, upstream.url, retries=NO_RETRIES, passive=passive(2, "300ms"))
     )
     await hit_until(client, bad, 2)
     ejected = state(client, bad.url)
@@ -105,7 +99,7 @@ async def test_ejected_endpoint_returns_after_the_cooldown(
 async def test_success_between_failures_prevents_ejection(
     gateway: Gateway, upstream: Upstream
 ) -> None:
-    client = await gateway(single_service(upstream.url, retries=NO_RETRIES, health=passive(2)))
+    client = await gateway(single_service(upstream.url, retries=NO_RETRIES, passive=passive(2)))
     for path in ("/status/503", "/x", "/status/503", "/x", "/status/503"):
         async with client.get(path) as response:
             await response.read()
@@ -120,7 +114,7 @@ async def test_last_available_endpoint_is_never_ejected(
     first = await stub(failing_app(503), "first")
     second = await stub(failing_app(503), "second")
     client = await gateway(
-        single_service(first.url, second.url, retries=NO_RETRIES, health=passive(1, "1h"))
+        single_service(first.url, second.url, retries=NO_RETRIES, passive=passive(1, "1h"))
     )
     seen = await statuses(client, 8)
     # Every request reached an upstream: none was a gateway 503 for want of an endpoint.
@@ -133,7 +127,7 @@ async def test_last_available_endpoint_is_never_ejected(
 
 async def test_single_endpoint_is_never_ejected(gateway: Gateway, stub: StubFactory) -> None:
     bad = await stub(failing_app(503), "bad")
-    client = await gateway(single_service(bad.url, retries=NO_RETRIES, health=passive(1, "1h")))
+    client = await gateway(single_service(bad.url, retries=NO_RETRIES, passive=passive(1, "1h")))
     assert await statuses(client, 5) == [(503, "bad")] * 5
     assert bad.hits == 5
 
@@ -219,8 +213,9 @@ async def test_passing_probe_ends_a_passive_ejection(
     gateway: Gateway, upstream_factory: UpstreamFactory
 ) -> None:
     a, b = await upstream_factory.many("a", "b")
-    health = active(passive={"failures": 1, "cooldown": "1h"})
-    client = await gateway(single_service(a.url, b.url, retries=NO_RETRIES, health=health))
+    client = await gateway(
+        single_service(a.url, b.url, retries=NO_RETRIES, health=active(), passive=passive(1, "1h"))
+    )
     # One failed request ejects whichever endpoint served it, for an hour; its probes pass.
     async with client.get("/status/503") as response:
         assert response.status == 503
