@@ -109,6 +109,8 @@ class JwksCache:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # A task cancelled before its first step never reaches its own cleanup.
+            self._task = None
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -152,21 +152,32 @@ class KeySet:
             except (ValueError, RecursionError) as exc:
                 raise KeyLoadError(f"auth.jwks_file: {name} is not JSON ({exc})") from exc
             keys += cls.from_jwks(
-                document, source=f"jwks_file {name}", algorithms=auth.algorithms
+                document,
+                source=f"jwks_file {name}",
+                algorithms=auth.algorithms,
+                context=f"auth.jwks_file: {name}",
             ).keys
         return cls(keys, auth.algorithms)
 
     @classmethod
     def from_jwks(
-        cls, document: Any, *, source: str, algorithms: Iterable[str], strict: bool = True
+        cls,
+        document: Any,
+        *,
+        source: str,
+        algorithms: Iterable[str],
+        strict: bool = True,
+        context: str | None = None,
     ) -> KeySet:
         """Keys of a JWKS document. Strict (a file): any unusable key is a KeyLoadError.
 
         Lenient (a URL, whose owner may publish keys spork has no use for): unusable keys are
         skipped and listed in ``skipped``; only a document with no usable key is an error.
+        ``source`` labels the keys; errors start with ``context`` (default: ``source``).
         """
+        where = context or source
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise KeyLoadError(f"{source}: not a JWKS document (an object with a 'keys' list)")
+            raise KeyLoadError(f"{where}: not a JWKS document (an object with a 'keys' list)")
         keys: list[VerificationKey] = []
         skipped: list[str] = []
         seen: set[str] = set()
@@ -178,7 +189,7 @@ class KeySet:
                 if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str):
                     label += f" ({show(jwk['kid'])})"
                 if strict:
-                    raise KeyLoadError(f"{source}: {label}: {exc}") from exc
+                    raise KeyLoadError(f"{where}: {label}: {exc}") from exc
                 skipped.append(f"{label}: {exc}")
                 continue
             if key is not None:
@@ -186,7 +197,7 @@ class KeySet:
                 if key.kid is not None:
                     seen.add(key.kid)
         if not keys:
-            raise KeyLoadError(f"{source}: no usable signing key")
+            raise KeyLoadError(f"{where}: no usable signing key")
         return cls(keys, algorithms, skipped)
 
     def merged(self, other: KeySet) -> KeySet:
@@ -224,13 +235,10 @@ class KeySet:
                         "alg_not_allowed",
                     )
                 return (named,)
-        anonymous = self._anonymous[alg]
-        if anonymous:
-            return anonymous
+        fitting = self._any[alg] if kid is None else self._anonymous[alg]
+        if fitting:
+            return fitting
         if kid is None:
-            fitting = self._any[alg]
-            if fitting:
-                return fitting
             raise UnknownKeyId(None, f"no configured key verifies {alg}")
         raise UnknownKeyId(kid, f"no key has kid {show(kid)}")
 

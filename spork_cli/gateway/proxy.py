@@ -26,6 +26,7 @@ from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
 
 if TYPE_CHECKING:
+    from spork_cli.config.model import Retries
     from spork_cli.gateway.balancer import EndpointState
     from spork_cli.gateway.table import CompiledRoute
 
@@ -45,6 +46,10 @@ HOP_BY_HOP = frozenset(
         "Upgrade",
     )
 )
+# Set by the gateway on every upstream request, replacing any client-sent value.
+FORWARDING_HEADERS = frozenset(
+    ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id")
+) | {"traceparent"}
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 REPLAYABLE_BODY = 64 * 1024
 BUFFERED_RESPONSE = 256 * 1024
@@ -56,7 +61,8 @@ class Forwarding:
 
     def __init__(self, trusted_proxies: Iterable[str], identity_headers: Iterable[str]) -> None:
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
-        self.strip = frozenset(h.lower() for h in identity_headers) | HOP_BY_HOP | {"host"}
+        identity = frozenset(h.lower() for h in identity_headers)
+        self.strip = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host"}
 
     def is_trusted(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
@@ -75,28 +81,36 @@ class Forwarding:
         connection = incoming.get("Connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
-        headers: CIMultiDict[str] = CIMultiDict(
-            (k, v) for k, v in incoming.items() if k.lower() not in drop
-        )
+        items = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
         peer = request.remote or ""
-        trusted = self.is_trusted(peer)
+        trusted = bool(self.trusted) and self.is_trusted(peer)
         scheme = request.scheme
         host = incoming.get("Host", "")
-        prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ())) if trusted else None
-        headers["X-Forwarded-For"] = f"{prior_xff}, {peer}" if prior_xff else peer
-        headers["X-Forwarded-Proto"] = (
-            incoming.get("X-Forwarded-Proto", scheme) if trusted else scheme
-        )
-        headers["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host", host) if trusted else host
         node = f'"[{peer}]"' if ":" in peer else peer
-        element = f"for={node};proto={scheme}" + (f';host="{host}"' if host else "")
-        prior = ", ".join(incoming.getall("Forwarded", ())) if trusted else None
-        headers["Forwarded"] = f"{prior}, {element}" if prior else element
-        headers["X-Request-ID"] = request[REQUEST_ID]
-        headers["traceparent"] = traceparent(incoming.get("traceparent"))
+        element = (
+            f'for={node};proto={scheme};host="{host}"' if host else f"for={node};proto={scheme}"
+        )
+        if trusted:
+            prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ()))
+            prior = ", ".join(incoming.getall("Forwarded", ()))
+            items += [
+                ("X-Forwarded-For", f"{prior_xff}, {peer}" if prior_xff else peer),
+                ("X-Forwarded-Proto", incoming.get("X-Forwarded-Proto", scheme)),
+                ("X-Forwarded-Host", incoming.get("X-Forwarded-Host", host)),
+                ("Forwarded", f"{prior}, {element}" if prior else element),
+            ]
+        else:
+            items += [
+                ("X-Forwarded-For", peer),
+                ("X-Forwarded-Proto", scheme),
+                ("X-Forwarded-Host", host),
+                ("Forwarded", element),
+            ]
+        items.append(("X-Request-ID", request[REQUEST_ID]))
+        items.append(("traceparent", traceparent(incoming.get("traceparent"))))
         if preserve_host and host:
-            headers["Host"] = host
-        return headers
+            items.append(("Host", host))
+        return CIMultiDict(items)
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -104,7 +118,7 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     connection = upstream.get("Connection")
     if connection:
         drop = drop | {t.strip().lower() for t in connection.split(",")}
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in drop)
+    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in drop])
 
 
 async def forward(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
@@ -128,15 +142,7 @@ async def _attempts(
     request: web.Request, route: CompiledRoute, limit: _BodyLimit
 ) -> web.StreamResponse:
     pool = route.pool
-    try:
-        async with asyncio.timeout(route.request_timeout):
-            upstream, endpoint = await _send(request, route, limit)
-    except TimeoutError as exc:
-        # Our own deadline (retries and backoff included); upstream timeouts are handled
-        # inside _send and arrive here as HTTPProblem.
-        raise HTTPProblem(
-            504, "upstream-timeout", f"service '{pool.name}' gave no response in time"
-        ) from exc
+    upstream, endpoint = await _send(request, route, limit)
     try:
         return await _relay(request, upstream)
     finally:
@@ -159,7 +165,24 @@ async def _send(
     if session is None:
         raise HTTPProblem(503, "service-closing", f"service '{pool.name}' is being replaced")
     tried: list[EndpointState] = []
+    # No retry starts after the request deadline; each attempt is bounded by the connect and
+    # idle timeouts, so the deadline needs no timer of its own on the hot path.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + route.request_timeout
     for attempt in range(attempts):
+        if attempt and loop.time() >= deadline:
+            raise HTTPProblem(
+                504, "upstream-timeout", f"service '{pool.name}' gave no response in time"
+            )
+        client_timeout = route.client_timeout
+        remaining = deadline - loop.time()
+        if remaining < route.idle_timeout:
+            # Near the deadline the attempt gets only what is left of it.
+            client_timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=min(service.connect_timeout, remaining),
+                sock_read=remaining,
+            )
         endpoint = pool.balancer.pick(tried)
         if endpoint is None:
             raise HTTPProblem(
@@ -181,7 +204,7 @@ async def _send(
                     headers=headers,
                     data=body,
                     allow_redirects=False,
-                    timeout=route.client_timeout,
+                    timeout=client_timeout,
                 )
                 if replayable:
                     upstream = await request_call
@@ -200,7 +223,7 @@ async def _send(
                     raise limit.problem() from exc
                 pool.record_failure(endpoint, _reason(exc))
                 if not last and pool.budget.try_retry():
-                    await _backoff(service.retries.backoff, service.retries.max_backoff, attempt)
+                    await _backoff(service.retries, attempt, deadline - loop.time())
                     continue
                 raise HTTPProblem(
                     502, "upstream-unreachable", f"service '{pool.name}' could not be reached"
@@ -223,7 +246,7 @@ async def _send(
                 endpoint.record_success()
             if not last and status in service.retries.on_status and pool.budget.try_retry():
                 upstream.release()
-                await _backoff(service.retries.backoff, service.retries.max_backoff, attempt)
+                await _backoff(service.retries, attempt, deadline - loop.time())
                 continue
             keep = True
             return upstream, endpoint
@@ -315,9 +338,10 @@ def _upstream_path(route: CompiledRoute, raw_path: str) -> str:
     return strip(route, raw_path)
 
 
-async def _backoff(base: float, cap: float, attempt: int) -> None:
+async def _backoff(retries: Retries, attempt: int, remaining: float) -> None:
     # Full jitter (AWS architecture blog): spreads retries of many clients apart.
-    await asyncio.sleep(random.uniform(0, min(cap, base * (2**attempt))))
+    ceiling = min(retries.max_backoff, retries.backoff * (2**attempt), max(remaining, 0.0))
+    await asyncio.sleep(random.uniform(0, ceiling))
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from typing import ClassVar
 
 import aiohttp
 import structlog
+from multidict import CIMultiDict
 
 from spork_cli.config.model import Service
 from spork_cli.gateway.balancer import Balancer, EndpointState
@@ -59,6 +62,20 @@ class RetryBudget:
         return False
 
 
+class UpstreamRequest(aiohttp.ClientRequest):
+    """A proxy adds no headers of its own (Accept, Accept-Encoding, User-Agent, Content-Type).
+
+    Equivalent to ``skip_auto_headers`` for those names, without the per-request cost it has.
+    """
+
+    _NONE: ClassVar[CIMultiDict[None]] = CIMultiDict(
+        (name, None) for name in ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+    )
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = self._NONE
+
+
 class ServicePool:
     def __init__(self, config: Service) -> None:
         self.config = config
@@ -85,7 +102,7 @@ class ServicePool:
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            request_class=UpstreamRequest,
         )
         # aiohttp silently retries idempotent requests once on a dropped connection; retries
         # here are ours alone (counted, backed off, within budget, on another endpoint).
