@@ -1,6 +1,6 @@
 """The Python floor: the smallest sensible aiohttp reverse proxy, one route, no features.
 
-    python bench/floor_proxy.py LISTEN_PORT UPSTREAM_URL
+python bench/floor_proxy.py LISTEN_PORT UPSTREAM_URL
 """
 
 from __future__ import annotations

@@ -190,9 +190,7 @@ service = "users"
         )
         targets.append(Target("aiohttp floor proxy", floor_port, proc))
         nginx_port = free_port()
-        proc = start(
-            [nginx, "-c", str(nginx_conf(work, "proxy", nginx_port, up_port))], nginx_port
-        )
+        proc = start([nginx, "-c", str(nginx_conf(work, "proxy", nginx_port, up_port))], nginx_port)
         targets.append(Target("nginx proxy", nginx_port, proc))
         for target in targets:  # warm up pools and caches
             wrk(target.port, 1, args.connections)
