@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from spork_cli.config.model import GatewayConfig
+if TYPE_CHECKING:
+    from spork_cli.config.model import GatewayConfig
 
 
 def load_for_serving(
