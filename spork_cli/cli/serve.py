@@ -109,18 +109,19 @@ def register(app: typer.Typer) -> None:
         """Show the compiled route table of gateway.toml."""
         import asyncio
 
-        from spork_cli.gateway.app import compile_table
+        from spork_cli.gateway.compile import close_table, compile_table
         from spork_cli.gateway.table import route_rows
 
         cfg = load_for_serving(ctx.obj)
 
         async def rows() -> list[dict[str, object]]:
-            table = await compile_table(cfg)
+            from spork_cli.gateway.compile import Resources
+
+            table = await compile_table(cfg, None, Resources(base_dir=ctx.obj.resolve().parent))
             try:
                 return route_rows(table)
             finally:
-                for pool in table.pools.values():
-                    await pool.close(0)
+                await close_table(table, 0)
 
         data = asyncio.run(rows())
         if as_json:

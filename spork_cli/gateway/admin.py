@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
+from typing import Any
+
 import orjson
 from aiohttp import web
 
+from spork_cli.errors import StateError
 from spork_cli.gateway.app import TABLE
 
 GATEWAY = web.AppKey("spork.gateway", web.Application)
+DEFAULT_REVOKE_TTL = 24 * 3600.0
+MAX_REVOKE_TTL = 366 * 24 * 3600.0
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -43,10 +49,58 @@ async def services(request: web.Request) -> web.Response:
     return _json({"healthy": healthy, "services": snapshots})
 
 
-def build_admin_app(gateway: web.Application) -> web.Application:
-    app = web.Application()
+async def revoke(request: web.Request) -> web.Response:
+    """POST {"jti": "...", "ttl": seconds}: deny that token on this gateway's state store.
+
+    With Redis state `spork token revoke` writes to Redis itself; this endpoint is how it
+    reaches a gateway whose state lives in its own memory.
+    """
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    try:
+        body = await request.json(loads=orjson.loads)
+        jti = body["jti"]
+        ttl = float(body.get("ttl", DEFAULT_REVOKE_TTL))
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return _problem(400, "bad-request", 'expected JSON {"jti": "...", "ttl": seconds}')
+    if not isinstance(jti, str) or not jti or not 0 < ttl <= MAX_REVOKE_TTL:
+        return _problem(400, "bad-request", "jti must be a non-empty string, ttl in (0, 1 year]")
+    try:
+        await holder.resources.store.revoke(jti, ttl)
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+    verifier = holder.current.verifier
+    if verifier is not None:
+        verifier.forget(jti)
+    return _json({"revoked": jti, "ttl": ttl})
+
+
+def _problem(status: int, slug: str, detail: str) -> web.Response:
+    from spork_cli.middleware.errors import problem_response
+
+    return problem_response(status, slug, detail)
+
+
+def _token_guard(token: str | None) -> Any:
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Liveness and readiness stay open for orchestrators; the API needs the token.
+        if token is not None and request.path.startswith("/api/"):
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _problem(401, "admin-token", "the admin API needs its bearer token")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def build_admin_app(gateway: web.Application, token: str | None = None) -> web.Application:
+    app = web.Application(middlewares=[_token_guard(token)])
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/services", services)
+    app.router.add_post("/api/revocations", revoke)
     return app

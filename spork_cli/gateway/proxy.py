@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
+from spork_cli.middleware import ENDPOINT, IDENTITY, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
 
@@ -59,9 +59,11 @@ CHUNK = 64 * 1024
 class Forwarding:
     """How headers are rewritten on the way; built once per table."""
 
-    def __init__(self, trusted_proxies: Iterable[str], identity_headers: Iterable[str]) -> None:
+    def __init__(self, trusted_proxies: Iterable[str], claims: Mapping[str, str]) -> None:
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
-        identity = frozenset(h.lower() for h in identity_headers)
+        # claim -> header: sent upstream for verified tokens, never taken from a client
+        self.claims = tuple(claims.items())
+        identity = frozenset(h.lower() for h in claims.values())
         self.strip = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host"}
 
     def is_trusted(self, peer: str | None) -> bool:
@@ -106,11 +108,28 @@ class Forwarding:
                 ("X-Forwarded-Host", host),
                 ("Forwarded", element),
             ]
+        identity = request.get(IDENTITY)
+        if identity is not None:
+            for claim, header in self.claims:
+                value = identity.claims.get(claim)
+                if value is not None:
+                    items.append((header, _header_value(value)))
         items.append(("X-Request-ID", request[REQUEST_ID]))
         items.append(("traceparent", traceparent(incoming.get("traceparent"))))
         if preserve_host and host:
             items.append(("Host", host))
         return CIMultiDict(items)
+
+
+def _header_value(value: object) -> str:
+    """A claim as a header value: lists comma-joined, no line breaks ever."""
+    if isinstance(value, list | tuple):
+        text = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

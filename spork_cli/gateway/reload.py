@@ -20,7 +20,8 @@ from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, SporkError
-from spork_cli.gateway.app import TABLE, TableHolder, compile_table, retire
+from spork_cli.gateway.app import TABLE, TableHolder
+from spork_cli.gateway.compile import compile_table, retire
 
 log = structlog.get_logger("spork.reload")
 
@@ -139,7 +140,7 @@ class Reloader:
             result.update(result="unchanged", needs_restart=restart)
             return result
         try:
-            table = await compile_table(new, current)
+            table = await compile_table(new, current, self.holder.resources)
         except (SporkError, OSError, ValueError) as exc:
             log.error(
                 "reload failed while compiling, still serving the previous config", error=str(exc)

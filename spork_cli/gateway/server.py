@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
-from spork_cli.errors import UsageError
+from spork_cli.errors import SporkError, UsageError
 from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.protocol import GatewayRunner
 
@@ -94,7 +94,10 @@ async def run(
             keepalive_timeout=config.server.timeouts.keepalive,
             handle_signals=False,
         )
-        await gateway.setup()
+        try:
+            await gateway.setup()
+        except SporkError as exc:
+            raise UsageError(f"cannot start: {exc.message}") from exc
         await _start_site(
             gateway,
             "requests",
@@ -105,7 +108,8 @@ async def run(
         )
         admin_url = None
         if serve_admin and config.admin.enabled:
-            admin = web.AppRunner(build_admin_app(app), access_log=None, shutdown_timeout=1)
+            token = config.admin.token.get_secret_value() if config.admin.token else None
+            admin = web.AppRunner(build_admin_app(app, token), access_log=None, shutdown_timeout=1)
             await admin.setup()
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
             admin_url = f"http://{_host(config.admin.host)}:{config.admin.port}"

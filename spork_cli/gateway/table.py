@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiohttp import ClientTimeout, web
 
+    from spork_cli.auth.jwks import JwksCache
+    from spork_cli.auth.verify import Verifier
     from spork_cli.config.model import GatewayConfig, Route
     from spork_cli.gateway.proxy import Forwarding
     from spork_cli.gateway.upstream import ServicePool
@@ -57,6 +59,8 @@ class RouteTable:
     config: GatewayConfig
     routes: tuple[CompiledRoute, ...]
     pools: Mapping[str, ServicePool]
+    verifier: Verifier | None = None
+    jwks: JwksCache | None = None
     by_prefix: dict[str, tuple[CompiledRoute, ...]] = field(default_factory=dict)
     in_flight: int = 0
     _drained: asyncio.Event | None = None

@@ -103,7 +103,8 @@ async def _supervise(
         await shadow.setup()
         runners.insert(0, shadow)
         if config.admin.enabled:
-            admin = web.AppRunner(build_admin_app(shadow.app), access_log=None)
+            token = config.admin.token.get_secret_value() if config.admin.token else None
+            admin = web.AppRunner(build_admin_app(shadow.app, token), access_log=None)
             await admin.setup()
             runners.insert(0, admin)
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from spork_cli.auth.verify import Identity
 
 # Typed per-request storage shared by the dispatcher, the middlewares and the proxy.
 REQUEST_ID = web.RequestKey("spork.request_id", str)
 ENDPOINT = web.RequestKey("spork.endpoint", str)
 UPSTREAM_SECONDS = web.RequestKey("spork.upstream_seconds", float)
+# Set by the auth middleware for a verified token; typed without importing the auth stack.
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("spork.identity")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

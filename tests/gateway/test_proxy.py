@@ -196,7 +196,10 @@ async def test_configured_forward_claim_headers_are_stripped(
     gateway: Gateway, upstream: Upstream
 ) -> None:
     data = single_service(upstream.url)
-    data["auth"] = {"forward_claims": {"sub": "X-Subject", "tenant": "X-Tenant"}}
+    data["auth"] = {
+        "secret": "s" * 32,
+        "forward_claims": {"sub": "X-Subject", "tenant": "X-Tenant"},
+    }
     client = await gateway(data)
     headers = (await echo(client, "/x", headers={"X-Subject": "admin", "X-Tenant": "t1"}))[
         "headers"
