@@ -12,6 +12,8 @@ other prefix a user picks. ``PREFIX`` below is any run of whole segments, possib
     GET     PREFIX/users              every user, a JSON array
     POST    PREFIX/users              {"name": str, "email"?: str|null} -> 201 + Location
     GET     PREFIX/users/me           {"sub", "roles"} from X-User-Id / X-User-Roles; else 401
+    GET     PREFIX/me                 the same
+    *       PREFIX/admin/...          {"admin": true, "sub", "method", "path"}
     GET     PREFIX/users/{id}         one user
     PUT     PREFIX/users/{id}         replace name (required) and email
     PATCH   PREFIX/users/{id}         change the fields given
@@ -265,6 +267,18 @@ async def _me(request: web.Request) -> web.Response:
     return _json({"sub": sub, "roles": roles})
 
 
+async def _admin(request: web.Request) -> web.Response:
+    """Stands in for an admin-only API: says who called and what they asked for."""
+    return _json(
+        {
+            "admin": True,
+            "sub": request.headers.get("X-User-Id"),
+            "method": request.method,
+            "path": request.raw_path,
+        }
+    )
+
+
 async def _slow(request: web.Request) -> web.Response:
     delay_ms = _number(request, "ms", DEFAULT_SLOW_MS, 0, MAX_SLOW_MS)
     await asyncio.sleep(delay_ms / 1000)
@@ -337,6 +351,8 @@ def build_demo_app(name: str = "demo") -> web.Application:
     router.add_get(PREFIX + "stream", _stream)
     router.add_get(PREFIX + "ws", _echo)
     router.add_get(PREFIX + "users/me", _me)
+    router.add_get(PREFIX + "me", _me)
+    router.add_route("*", PREFIX + "admin/{tail:.*}", _admin)
     users = router.add_resource(PREFIX + "users")
     users.add_route("GET", _list_users)
     users.add_route("POST", _create_user)

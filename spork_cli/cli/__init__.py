@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from spork_cli import __version__
-from spork_cli.cli import check, edit, init, schema, serve
+from spork_cli.cli import check, edit, init, schema, serve, token
 from spork_cli.errors import SporkError
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -62,6 +62,7 @@ check.register(app)
 schema.register(app)
 edit.register(app)
 serve.register(app)
+token.register(app)
 
 
 def main() -> None:

@@ -76,6 +76,19 @@ async def revoke(request: web.Request) -> web.Response:
     return _json({"revoked": jti, "ttl": ttl})
 
 
+async def revocation(request: web.Request) -> web.Response:
+    """GET /api/revocations/{jti}: whether this gateway's state store denies that jti."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    jti = request.match_info["jti"]
+    try:
+        revoked = await holder.resources.store.is_revoked(jti)
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+    return _json({"jti": jti, "revoked": revoked})
+
+
 def _problem(status: int, slug: str, detail: str) -> web.Response:
     from spork_cli.middleware.errors import problem_response
 
@@ -103,4 +116,5 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/services", services)
     app.router.add_post("/api/revocations", revoke)
+    app.router.add_get("/api/revocations/{jti}", revocation)
     return app
