@@ -119,3 +119,22 @@ def test_init_cli_exit_codes(run_spork: SporkRunner, tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown template 'nope'" in unknown.stderr
     checked = run_spork("check", str(tmp_path / "new" / "gateway.toml"))
     assert checked.returncode == 0, checked.stdout
+
+
+@pytest.mark.parametrize("name", [*TEMPLATES, "repo"])
+async def test_every_template_compiles_with_its_keys(name: str, tmp_path: Path) -> None:
+    from spork_cli.config.load import load_config
+    from spork_cli.gateway.compile import Resources, close_table, compile_table
+
+    if name == "repo":
+        file = PROJECT_ROOT / "gateway.toml"
+    else:
+        scaffold.render(scaffold.get_template(name), tmp_path)
+        file = tmp_path / "gateway.toml"
+    config = load_config(file, env={})
+    table = await compile_table(config, None, Resources(base_dir=file.parent))
+    try:
+        assert len(table.routes) == len(config.routes)
+        assert (table.verifier is not None) is (config.auth is not None)
+    finally:
+        await close_table(table, 0)

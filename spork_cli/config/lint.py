@@ -13,7 +13,8 @@ from spork_cli.config.diagnostics import Diagnostic
 from spork_cli.config.load import Loaded, _did_you_mean
 from spork_cli.config.model import GatewayConfig
 
-HMAC_MIN_BYTES = 32
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
 _HMAC = ("HS256", "HS384", "HS512")
 
@@ -207,13 +208,23 @@ def _auth(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
             hint='secret = "${SPORK_JWT_SECRET}"',
         )
     if hmac and auth.secret is not None:
-        size = len(auth.secret.get_secret_value().encode())
-        if size < HMAC_MIN_BYTES:
+        value = auth.secret.get_secret_value()
+        size = len(value.encode())
+        strongest = max(hmac, key=lambda a: HMAC_MIN_BYTES[a])
+        need = HMAC_MIN_BYTES[strongest]
+        if size < need:
             yield loaded.diag(
                 ("auth", "secret"),
                 "weak-secret",
-                f"the HMAC secret is {size} bytes; at least {HMAC_MIN_BYTES} are required",
-                hint="spork token keygen --alg HS256 prints a strong one",
+                f"the HMAC secret is {size} bytes; {strongest} needs at least {need}",
+                hint=f"spork token keygen --alg {strongest} prints a strong one",
+            )
+        if "-----BEGIN" in value or value.startswith("ssh-"):
+            yield loaded.diag(
+                ("auth", "secret"),
+                "key-as-secret",
+                "auth.secret looks like a PEM or SSH key; an HMAC secret must be random bytes",
+                hint="put public keys in public_key_file",
             )
     if asym and not (auth.public_key_file or auth.jwks_file or auth.jwks_url):
         yield loaded.diag(

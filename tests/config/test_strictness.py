@@ -90,3 +90,24 @@ def test_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     file.write_bytes(b"\xef\xbb\xbf[server]\nport = 1\n")
     loaded = check_file(str(file), env={})
     assert loaded.config is not None and loaded.config.server.port == 1
+
+
+@pytest.mark.parametrize(
+    ("alg", "size", "weak"),
+    [("HS256", 32, False), ("HS384", 32, True), ("HS384", 48, False), ("HS512", 63, True)],
+)
+def test_hmac_secret_length_follows_the_strongest_algorithm(
+    tmp_path: Path, alg: str, size: int, weak: bool
+) -> None:
+    file = tmp_path / "g.toml"
+    file.write_text(f'[auth]\nalgorithms = ["{alg}"]\nsecret = "{"k" * size}"\n')
+    codes = [d.code for d in check_file(str(file), env={}).diagnostics]
+    assert ("weak-secret" in codes) is weak
+
+
+def test_a_pem_key_is_not_an_hmac_secret(tmp_path: Path) -> None:
+    file = tmp_path / "g.toml"
+    pem = "-----BEGIN PUBLIC KEY-----" + "A" * 40
+    file.write_text(f'[auth]\nalgorithms = ["HS256"]\nsecret = "{pem}"\n')
+    found = [(d.code, d.path, d.line) for d in check_file(str(file), env={}).diagnostics]
+    assert ("key-as-secret", "auth.secret", 3) in found
