@@ -7,8 +7,12 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from yarl import URL
+
+if TYPE_CHECKING:
+    from spork_cli.gateway.h1 import H1Pool
 
 
 @dataclass(eq=False)
@@ -27,10 +31,15 @@ class EndpointState:
     last_error: str | None = None
     last_check: float | None = None
     last_latency: float | None = None
+    base_path: str = field(init=False)  # raw path prefix of the endpoint URL, no trailing /
+    authority: str = field(init=False)  # the Host header this endpoint expects
+    h1: H1Pool | None = None  # the lean client's pool (plain-HTTP endpoints)
 
     def __post_init__(self) -> None:
         self.base = URL(self.url.rstrip("/"))
         self.base_str = str(self.base)
+        self.base_path = self.base.raw_path.rstrip("/")
+        self.authority = self.base.raw_authority
 
     def available(self, now: float) -> bool:
         return self.healthy and self.ejected_until <= now

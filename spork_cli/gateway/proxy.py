@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from spork_cli.gateway import h1
 from spork_cli.middleware import ENDPOINT, IDENTITY, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
@@ -64,7 +65,8 @@ class Forwarding:
         # claim -> header: sent upstream for verified tokens, never taken from a client
         self.claims = tuple(claims.items())
         identity = frozenset(h.lower() for h in claims.values())
-        self.strip = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host"}
+        self.strip_keep_length = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host", "expect"}
+        self.strip = self.strip_keep_length | {"content-length"}
 
     def is_trusted(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
@@ -76,10 +78,16 @@ class Forwarding:
         return any(address in net for net in self.trusted)
 
     def upstream_headers(
-        self, request: web.Request, endpoint: EndpointState, preserve_host: bool
-    ) -> CIMultiDict[str]:
+        self,
+        request: web.Request,
+        endpoint: EndpointState,
+        preserve_host: bool,
+        keep_length: bool = False,
+    ) -> list[tuple[str, str]]:
+        """The request headers for the upstream, Host included; Content-Length only when
+        ``keep_length`` (a streamed body of known size), else the client sets its own."""
         incoming = request.headers
-        drop = self.strip
+        drop = self.strip if not keep_length else self.strip_keep_length
         connection = incoming.get("Connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
@@ -116,9 +124,8 @@ class Forwarding:
                     items.append((header, _header_value(value)))
         items.append(("X-Request-ID", request[REQUEST_ID]))
         items.append(("traceparent", traceparent(incoming.get("traceparent"))))
-        if preserve_host and host:
-            items.append(("Host", host))
-        return CIMultiDict(items)
+        items.append(("Host", host if preserve_host and host else endpoint.authority))
+        return items
 
 
 def _header_value(value: object) -> str:
@@ -163,14 +170,26 @@ async def _attempts(
     pool = route.pool
     upstream, endpoint = await _send(request, route, limit)
     try:
+        if isinstance(upstream, h1.Response):
+            return await _relay_h1(request, upstream, route.idle_timeout)
         return await _relay(request, upstream)
     finally:
         pool.release(endpoint)
 
 
+Upstream = aiohttp.ClientResponse | h1.Response
+
+
+def _discard(upstream: Upstream) -> None:
+    if isinstance(upstream, h1.Response):
+        upstream.close()
+    else:
+        upstream.release()
+
+
 async def _send(
     request: web.Request, route: CompiledRoute, limit: _BodyLimit
-) -> tuple[aiohttp.ClientResponse, EndpointState]:
+) -> tuple[Upstream, EndpointState]:
     """Send the request, retrying as configured; the endpoint stays acquired on success."""
     pool = route.pool
     service = pool.config
@@ -210,34 +229,51 @@ async def _send(
         tried.append(endpoint)
         request[ENDPOINT] = endpoint.url
         last = attempt == attempts - 1
-        headers = route.forwarding.upstream_headers(request, endpoint, service.preserve_host)
-        url = URL(endpoint.base_str + path, encoded=True)
+        headers = route.forwarding.upstream_headers(
+            request, endpoint, service.preserve_host, keep_length=not replayable
+        )
         pool.acquire(endpoint)
         keep = False
         started = time.perf_counter()
+        upstream: Upstream
         try:
             try:
-                request_call = session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    timeout=client_timeout,
-                )
-                if replayable:
-                    upstream = await request_call
+                if endpoint.h1 is not None and replayable:
+                    # The common case: plain HTTP and a body in hand. See gateway/h1.py.
+                    upstream = await endpoint.h1.request(
+                        method,
+                        endpoint.base_path + path,
+                        headers,
+                        body if isinstance(body, bytes) else None,
+                        min(remaining, route.idle_timeout),
+                    )
                 else:
-                    async with asyncio.timeout(route.idle_timeout) as idle:
-                        limit.idle, limit.idle_seconds = idle, route.idle_timeout
+                    request_call = session.request(
+                        method,
+                        URL(endpoint.base_str + path, encoded=True),
+                        headers=CIMultiDict(headers),
+                        data=body,
+                        allow_redirects=False,
+                        timeout=client_timeout,
+                    )
+                    if replayable:
                         upstream = await request_call
-                    limit.idle = None
-            except TimeoutError as exc:
+                    else:
+                        async with asyncio.timeout(route.idle_timeout) as idle:
+                            limit.idle, limit.idle_seconds = idle, route.idle_timeout
+                            upstream = await request_call
+                        limit.idle = None
+            except (TimeoutError, h1.UpstreamTimeout) as exc:
                 pool.record_failure(endpoint, "timeout")
                 raise HTTPProblem(
                     504, "upstream-timeout", f"service '{pool.name}' did not answer in time"
                 ) from exc
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+            except (
+                aiohttp.ClientConnectorError,
+                aiohttp.ServerDisconnectedError,
+                h1.ConnectFailed,
+                h1.Disconnected,
+            ) as exc:
                 if limit.exceeded:
                     raise limit.problem() from exc
                 pool.record_failure(endpoint, _reason(exc))
@@ -247,7 +283,7 @@ async def _send(
                 raise HTTPProblem(
                     502, "upstream-unreachable", f"service '{pool.name}' could not be reached"
                 ) from exc
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, h1.UpstreamError) as exc:
                 if limit.exceeded:
                     raise limit.problem() from exc
                 pool.record_failure(endpoint, _reason(exc))
@@ -256,7 +292,7 @@ async def _send(
                 ) from exc
             request[UPSTREAM_SECONDS] = time.perf_counter() - started
             if limit.exceeded:
-                upstream.release()
+                _discard(upstream)
                 raise limit.problem()
             status = upstream.status
             if status >= 500:
@@ -264,7 +300,7 @@ async def _send(
             else:
                 endpoint.record_success()
             if not last and status in service.retries.on_status and pool.budget.try_retry():
-                upstream.release()
+                _discard(upstream)
                 await _backoff(service.retries, attempt, deadline - loop.time())
                 continue
             keep = True
@@ -273,6 +309,42 @@ async def _send(
             if not keep:
                 pool.release(endpoint)
     raise AssertionError("unreachable: the last attempt always returns or raises")
+
+
+async def _relay_h1(
+    request: web.Request, upstream: h1.Response, timeout: float
+) -> web.StreamResponse:
+    headers = CIMultiDict(upstream.headers)
+    headers["X-Request-ID"] = request[REQUEST_ID]
+    headers["Server"] = "spork"
+    if upstream.body is not None:
+        if request.method == "HEAD" or upstream.status in (204, 304):
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.extend(headers)
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        headers.popall("Content-Length", None)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=upstream.body, headers=headers
+        )
+    length = upstream.content_length()
+    headers.popall("Content-Length", None)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    response.headers.extend(headers)
+    if length is not None:
+        response.content_length = length
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.chunks(timeout):
+            await response.write(chunk)
+        await response.write_eof()
+    except h1.UpstreamError as exc:
+        log.warning("upstream broke off mid-response", error=str(exc))
+        raise ConnectionResetError("upstream broke off mid-response") from exc
+    finally:
+        upstream.close()
+    return response
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from spork_cli.config.model import Service
 from spork_cli.gateway.balancer import Balancer, EndpointState
+from spork_cli.gateway.h1 import H1Pool
 from spork_cli.health import probe
 
 log = structlog.get_logger("spork.upstream")
@@ -107,6 +108,14 @@ class ServicePool:
         # aiohttp silently retries idempotent requests once on a dropped connection; retries
         # here are ours alone (counted, backed off, within budget, on another endpoint).
         self.session._retry_connection = False
+        for endpoint in self.endpoints:
+            if endpoint.base.scheme == "http" and endpoint.base.host:
+                endpoint.h1 = H1Pool(
+                    endpoint.base.host,
+                    endpoint.base.port or 80,
+                    self.config.max_connections,
+                    self.config.connect_timeout,
+                )
         if self.config.health is not None:
             self._health_task = asyncio.create_task(
                 self._check_forever(), name=f"health:{self.name}"
@@ -151,6 +160,9 @@ class ServicePool:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("closing pool with requests in flight", service=self.name)
+        for endpoint in self.endpoints:
+            if endpoint.h1 is not None:
+                endpoint.h1.close()
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from spork_cli.middleware import ENDPOINT, REQUEST_ID
@@ -34,10 +35,11 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
     if endpoint is None:
         raise HTTPProblem(503, "no-healthy-endpoint", f"service '{pool.name}' has no endpoint")
     request[ENDPOINT] = endpoint.url
-    headers = route.forwarding.upstream_headers(request, endpoint, pool.config.preserve_host)
-    for name in list(headers):
-        if name.lower() in _SKIP:
-            headers.popall(name, None)
+    headers = CIMultiDict(
+        (k, v)
+        for k, v in route.forwarding.upstream_headers(request, endpoint, pool.config.preserve_host)
+        if k.lower() not in _SKIP
+    )
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]

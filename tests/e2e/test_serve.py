@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
+from spork_cli.config.load import load_config
 from tests.e2e.conftest import RepoConfig, StartSpork
 from tests.support import LOOPBACK, SporkRunner, eventually, free_ports
 
@@ -76,7 +77,7 @@ async def test_admin_health_endpoints_answer(
         assert ready.status == 200
         readiness = orjson.loads(await ready.read())
     assert readiness["status"] == "ready"
-    assert readiness["routes"] == 1
+    assert readiness["routes"] == len(load_config(repo_config.path, env={}).routes)
     assert readiness["services"] == 1
     assert readiness["last_reload"] is None
     async with http.get(f"{server.admin_url}/health/services") as services:
