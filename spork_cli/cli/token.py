@@ -304,10 +304,15 @@ async def _revoked_via_admin(config: GatewayConfig, jti: str) -> bool | None:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
-            session.get(f"{base}/api/revocations/{jti}", headers=headers) as response,
+            session.get(
+                f"{base}/api/revocations", params={"jti": jti}, headers=headers
+            ) as response,
         ):
             if response.status != 200:
-                return None
+                detail = (await response.text())[:200]
+                raise UsageError(
+                    f"the gateway could not check the revocation: {response.status} {detail}"
+                )
             body = await response.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None

@@ -66,6 +66,15 @@ async def revoke(request: web.Request) -> web.Response:
         return _problem(400, "bad-request", 'expected JSON {"jti": "...", "ttl": seconds}')
     if not isinstance(jti, str) or not jti or not 0 < ttl <= MAX_REVOKE_TTL:
         return _problem(400, "bad-request", "jti must be a non-empty string, ttl in (0, 1 year]")
+    config = holder.current.config
+    if config.server.workers > 1 and holder.resources.store.backend == "memory":
+        # Each worker keeps its own memory state; this process could not reach theirs.
+        return _problem(
+            409,
+            "per-worker-state",
+            f"{config.server.workers} workers with memory state: a revocation cannot reach "
+            'them all; use [state] backend = "redis"',
+        )
     try:
         await holder.resources.store.revoke(jti, ttl)
     except StateError as exc:
@@ -77,11 +86,13 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def revocation(request: web.Request) -> web.Response:
-    """GET /api/revocations/{jti}: whether this gateway's state store denies that jti."""
+    """GET /api/revocations?jti=...: whether this gateway's state store denies that jti."""
     holder = request.app[GATEWAY].get(TABLE)
     if holder is None or holder.resources.store is None:
         return _problem(503, "starting", "the gateway is still starting")
-    jti = request.match_info["jti"]
+    jti = request.query.get("jti", "")
+    if not jti:
+        return _problem(400, "bad-request", "pass the jti as ?jti=...")
     try:
         revoked = await holder.resources.store.is_revoked(jti)
     except StateError as exc:
@@ -116,5 +127,5 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/services", services)
     app.router.add_post("/api/revocations", revoke)
-    app.router.add_get("/api/revocations/{jti}", revocation)
+    app.router.add_get("/api/revocations", revocation)
     return app

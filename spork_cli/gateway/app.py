@@ -77,12 +77,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         response.headers["Server"] = SERVER
     holder = request.app[TABLE]
     if holder.access_log is not None and holder.current.config.logging.access_log:
-        _access(holder.access_log, request, response, route, time.perf_counter() - started)
+        _access(holder.access_log, table, request, response, route, time.perf_counter() - started)
     return response
 
 
 def _access(
     log: AccessLog,
+    table: RouteTable,
     request: web.Request,
     response: web.StreamResponse,
     route: CompiledRoute | None,
@@ -92,7 +93,7 @@ def _access(
     log.write(
         {
             "method": request.method,
-            "path": request.raw_path,
+            "path": table.redact(request.raw_path) if table.secret_query else request.raw_path,
             "route": route.route_id if route else None,
             "service": route.pool.name if route else None,
             "endpoint": request.get(ENDPOINT),

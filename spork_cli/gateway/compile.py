@@ -4,6 +4,7 @@ any request sees them; and retire a replaced table once its requests are done.""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -70,7 +71,13 @@ async def compile_table(
             await jwks.close()
         raise
     claims = config.auth.forward_claims if config.auth is not None else DEFAULT_IDENTITY_HEADERS
-    forwarding = Forwarding(config.server.trusted_proxies, claims)
+    auth = config.auth
+    forwarding = Forwarding(
+        config.server.trusted_proxies,
+        claims,
+        auth.roles_claim if auth is not None else "roles",
+        auth.scopes_claim if auth is not None else "scope",
+    )
     routes: list[CompiledRoute] = []
     for index, route in enumerate(config.routes):
         pool = pools[route.service]
@@ -95,8 +102,16 @@ async def compile_table(
             _middlewares(compiled, config, verifier), partial(forward, route=compiled)
         )
         routes.append(compiled)
+    secret_query = None
+    if auth is not None and auth.query_param is not None:
+        secret_query = re.compile(rf"([?&]{re.escape(auth.query_param)}=)[^&#]*")
     return RouteTable(
-        config=config, routes=tuple(routes), pools=pools, verifier=verifier, jwks=jwks
+        config=config,
+        routes=tuple(routes),
+        pools=pools,
+        verifier=verifier,
+        jwks=jwks,
+        secret_query=secret_query,
     )
 
 

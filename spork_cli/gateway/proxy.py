@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -60,7 +61,15 @@ CHUNK = 64 * 1024
 class Forwarding:
     """How headers are rewritten on the way; built once per table."""
 
-    def __init__(self, trusted_proxies: Iterable[str], claims: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        trusted_proxies: Iterable[str],
+        claims: Mapping[str, str],
+        roles_claim: str = "roles",
+        scopes_claim: str = "scope",
+    ) -> None:
+        self.roles_claim = roles_claim
+        self.scopes_claim = scopes_claim
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
         # claim -> header: sent upstream for verified tokens, never taken from a client
         self.claims = tuple(claims.items())
@@ -119,7 +128,13 @@ class Forwarding:
         identity = request.get(IDENTITY)
         if identity is not None:
             for claim, header in self.claims:
-                value = identity.claims.get(claim)
+                # Roles and scopes as verification read them (nested or space-separated).
+                if claim == self.roles_claim:
+                    value: Any = identity.roles
+                elif claim == self.scopes_claim:
+                    value = identity.scopes
+                else:
+                    value = _claim(identity.claims, claim)
                 if value is not None:
                     items.append((header, _header_value(value)))
         items.append(("X-Request-ID", request[REQUEST_ID]))
@@ -128,15 +143,31 @@ class Forwarding:
         return items
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _header_value(value: object) -> str:
-    """A claim as a header value: lists comma-joined, no line breaks ever."""
+    """A claim as a header value: lists comma-joined; control characters (which could
+    smuggle headers, and which HTTP forbids in values) become spaces."""
     if isinstance(value, list | tuple):
         text = ",".join(str(v) for v in value)
     elif isinstance(value, bool):
         text = "true" if value else "false"
     else:
         text = str(value)
-    return text.replace("\r", " ").replace("\n", " ")
+    return _CONTROL.sub(" ", text)
+
+
+def _claim(claims: Mapping[str, Any], name: str) -> Any:
+    """A claim by name; a dotted name ("realm_access.roles") reads nested objects."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -9,6 +9,7 @@ first in the file. A path that some route matches but no route allows the method
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,13 @@ class RouteTable:
     pools: Mapping[str, ServicePool]
     verifier: Verifier | None = None
     jwks: JwksCache | None = None
+    secret_query: re.Pattern[str] | None = None  # a token-carrying query parameter
+
+    def redact(self, raw_path: str) -> str:
+        """``raw_path`` with the token query parameter's value hidden, for logs."""
+        assert self.secret_query is not None
+        return self.secret_query.sub(r"\1[redacted]", raw_path)
+
     by_prefix: dict[str, tuple[CompiledRoute, ...]] = field(default_factory=dict)
     in_flight: int = 0
     _drained: asyncio.Event | None = None

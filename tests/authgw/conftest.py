@@ -1,0 +1,379 @@
+"""Helpers for the gateway auth tests: keys, hand-made tokens, a gateway in process with its
+admin API, `spork serve` as a process, and the repo's gateway.toml moved to free ports.
+
+Tokens are built here with pyjwt (or byte by byte, for the ones pyjwt refuses to make) so the
+tests do not trust the minting code they are checking.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import secrets
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import jwt
+import orjson
+import pytest
+import tomlkit
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from spork_cli.auth.verify import Verifier
+from spork_cli.config.model import GatewayConfig
+from spork_cli.gateway.admin import build_admin_app
+from spork_cli.gateway.app import TABLE, build_app
+from tests.support import PROJECT_ROOT, SporkServer, free_ports, run_spork
+
+T = TypeVar("T")
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[..., Awaitable[Client]]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+SECRET = "authgw-secret-" + "k" * 50  # 64 bytes: long enough for HS512 too
+OTHER_SECRET = "authgw-other-" + "q" * 51
+ISSUER = "https://issuer.spork.test"
+AUDIENCE = "spork-tests"
+# The development default of the repo's gateway.toml (used when SPORK_JWT_SECRET is unset).
+REPO_SECRET = "spork-development-secret-change-me-0123456789"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}
+
+# One route per auth behaviour; every route goes to the echo upstream "svc".
+ROUTES: list[dict[str, Any]] = [
+    {"path": "/open", "auth": "none"},
+    {"path": "/maybe", "auth": "optional"},
+    {"path": "/private", "auth": "required"},
+    {"path": "/roles-any", "auth": "required", "roles": ["admin", "ops"]},
+    {"path": "/roles-all", "auth": "required", "roles": ["admin", "ops"], "roles_mode": "all"},
+    {"path": "/scopes-all", "auth": "required", "scopes": ["read", "write"]},
+    {"path": "/scopes-any", "auth": "required", "scopes": ["read", "write"], "scopes_mode": "any"},
+]
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def rsa_key(n: int = 0) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@functools.cache
+def ec_key(n: int = 0) -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@functools.cache
+def ed_key(n: int = 0) -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def private_key(alg: str, n: int = 0) -> PrivateKey:
+    """A private key that signs ``alg``; ``n`` picks another key of the same kind."""
+    if alg.startswith(("RS", "PS")):
+        return rsa_key(n)
+    if alg == "ES256":
+        return ec_key(n)
+    if alg == "EdDSA":
+        return ed_key(n)
+    raise ValueError(f"no test key for {alg}")
+
+
+def public_pem(key: PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def jwk(key: PrivateKey, kid: str) -> dict[str, Any]:
+    """The public JWK of ``key`` with ``kid``."""
+    public = key.public_key()
+    data: dict[str, Any]
+    if isinstance(public, rsa.RSAPublicKey):
+        data = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        data = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        data = jwt.algorithms.OKPAlgorithm.to_jwk(public, as_dict=True)
+    return {**data, "kid": kid}
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    """Claims the test gateways accept; ``name=None`` drops a claim, other values replace."""
+    now = int(time.time())
+    data: dict[str, Any] = {
+        "sub": "alice",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": secrets.token_hex(8),
+    }
+    for name, value in changes.items():
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    return data
+
+
+def sign(payload: Mapping[str, Any], key: Any = SECRET, alg: str = "HS256", **header: Any) -> str:
+    """A token signed by pyjwt; extra keyword arguments go into the JOSE header (``kid``)."""
+    return jwt.encode(dict(payload), key, algorithm=alg, headers=header or None)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def compact(header: Mapping[str, Any], payload: Mapping[str, Any], signature: bytes = b"") -> str:
+    """A compact JWS assembled by hand, signature as given (pyjwt refuses to make some)."""
+    head = b64url(json.dumps(header).encode())
+    body = b64url(json.dumps(payload).encode())
+    return f"{head}.{body}.{b64url(signature)}"
+
+
+HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def hmac_forge(
+    header: Mapping[str, Any], payload: Any, key: bytes | str = SECRET, alg: str = "HS256"
+) -> str:
+    """An HMAC-signed token built by hand: any header and payload (pyjwt checks some claims
+    and header fields when encoding), keyed with any bytes (a PEM public key, in the
+    algorithm-confusion attack)."""
+    head = b64url(json.dumps(header).encode())
+    body = b64url(json.dumps(payload).encode())
+    secret = key.encode() if isinstance(key, str) else key
+    mac = hmac.new(secret, f"{head}.{body}".encode(), HASHES[alg]).digest()
+    return f"{head}.{body}.{b64url(mac)}"
+
+
+def unverified(token: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return decoded
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- configs and in-process gateways ---------------------------------------------------------
+
+
+def auth_section(**fields: Any) -> dict[str, Any]:
+    """An [auth] table: HS256 with SECRET, ISSUER and AUDIENCE unless ``fields`` say otherwise."""
+    data: dict[str, Any] = {
+        "algorithms": ["HS256"],
+        "secret": SECRET,
+        "issuer": ISSUER,
+        "audience": [AUDIENCE],
+    }
+    data.update(fields)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def gateway_config(
+    upstream_url: str,
+    routes: list[dict[str, Any]] | None = None,
+    auth: dict[str, Any] | None = None,
+    **sections: Any,
+) -> GatewayConfig:
+    """One echo service "svc" behind ``routes`` (default ROUTES); admin listener and access
+    log off, as a test serves the admin app itself when it needs it."""
+    data: dict[str, Any] = {
+        "admin": {"enabled": False},
+        "logging": {"access_log": False},
+        "services": [{"name": "svc", "endpoints": [upstream_url]}],
+        "routes": [{"service": "svc", **r} for r in (ROUTES if routes is None else routes)],
+        **sections,
+    }
+    if auth is not None:
+        data["auth"] = auth
+    return GatewayConfig.model_validate(data)
+
+
+@pytest.fixture
+def gateway(aiohttp_client: ClientFactory) -> Callable[[GatewayConfig], Awaitable[Client]]:
+    """`await gateway(config)`: `build_app(config)` served on loopback, and its client."""
+
+    async def start(config: GatewayConfig) -> Client:
+        return await aiohttp_client(build_app(config))
+
+    return start
+
+
+@pytest.fixture
+def admin_api(aiohttp_client: ClientFactory) -> Callable[..., Awaitable[Client]]:
+    """`await admin_api(gateway_client, token=None)`: that gateway's admin app, served."""
+
+    async def start(gateway: Client, token: str | None = None) -> Client:
+        return await aiohttp_client(build_admin_app(gateway.app, token))
+
+    return start
+
+
+def verifier_of(client: Client) -> Verifier:
+    verifier = client.app[TABLE].current.verifier
+    assert verifier is not None
+    return verifier
+
+
+async def echoed(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The echo upstream's JSON (lower-cased ``headers``), after asserting a 200."""
+    raw = await response.read()
+    assert response.status == 200, raw
+    body: dict[str, Any] = orjson.loads(raw)
+    return body
+
+
+async def problem(response: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
+    """Assert the RFC 9457 shape of a gateway error and return the body."""
+    raw = await response.read()
+    assert response.status == status, raw
+    assert response.content_type == "application/problem+json", raw
+    assert b"Traceback" not in raw
+    body: dict[str, Any] = orjson.loads(raw)
+    assert PROBLEM_KEYS <= body.keys(), body
+    assert body["status"] == status
+    assert body["type"].startswith("urn:spork:problem:")
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    return body
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+# The CLI must see the config's development secret, whatever the surrounding shell exports.
+CLI_ENV: dict[str, str | None] = {"SPORK_JWT_SECRET": None, "SPORK_CONFIG": None}
+
+
+class StartSpork(Protocol):
+    async def __call__(
+        self,
+        config: Path,
+        port: int,
+        admin_port: int,
+        *args: str,
+        serving: int = 1,
+        env: Mapping[str, str | None] | None = None,
+    ) -> SporkServer: ...
+
+
+@pytest.fixture
+async def spork_server(tmp_path: Path) -> AsyncIterator[StartSpork]:
+    """`await spork_server(config, port, admin_port, *args)` starts a ready `spork serve`
+    (``serving`` processes, with workers); every server started is killed (its whole process
+    group) after the test."""
+    started: list[SporkServer] = []
+
+    async def start(
+        config: Path,
+        port: int,
+        admin_port: int,
+        *args: str,
+        serving: int = 1,
+        env: Mapping[str, str | None] | None = None,
+    ) -> SporkServer:
+        server = SporkServer(
+            config,
+            port,
+            admin_port,
+            tmp_path / f"server-{len(started)}",
+            args=args,
+            env={**CLI_ENV, **(env or {})},
+        )
+        started.append(server)
+        await server.start(serving=serving)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.kill()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """The repo's gateway.toml, copied into a directory of its own with free ports."""
+
+    path: Path
+    port: int
+    admin_port: int
+    demo_port: int
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def edit(self, change: Callable[[Any], None]) -> None:
+        """Rewrite the copy: ``change`` gets the tomlkit document."""
+        document = tomlkit.parse(self.path.read_text())
+        change(document)
+        self.path.write_text(tomlkit.dumps(document))
+
+    def spork(
+        self, *args: str, input: str | None = None, env: Mapping[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`spork ARGS` run in the copy's directory, so it finds ./gateway.toml."""
+        return run_spork(*args, cwd=self.directory, env={**CLI_ENV, **(env or {})}, input=input)
+
+
+@pytest.fixture
+def repo_config(tmp_path: Path) -> RepoConfig:
+    document = tomlkit.parse((PROJECT_ROOT / "gateway.toml").read_text())
+    port, admin_port, demo_port = free_ports(3)
+    old_demo = f":{document['demo']['port']}"
+    document["server"]["port"] = port
+    document["admin"]["port"] = admin_port
+    document["demo"]["port"] = demo_port
+    for service in document["services"]:
+        endpoints = service["endpoints"]
+        for i, endpoint in enumerate(endpoints):
+            if isinstance(endpoint, str):
+                endpoints[i] = endpoint.replace(old_demo, f":{demo_port}")
+            else:
+                endpoint["url"] = endpoint["url"].replace(old_demo, f":{demo_port}")
+    directory = tmp_path / "repo"
+    directory.mkdir()
+    path = directory / "gateway.toml"
+    path.write_text(tomlkit.dumps(document))
+    return RepoConfig(path, port, admin_port, demo_port)
+
+
+def parallel(*calls: Callable[[], T]) -> list[T]:
+    """Run independent blocking calls (CLI processes) side by side; results in order."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
