@@ -135,6 +135,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0,
+        help="then hold 1,000 connections on spork this many seconds, sampling its RSS",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -203,6 +209,8 @@ service = "users"
                 target.p50_single.append(wrk(target.port, min(args.duration, 3), 1)[1])
                 target.rss.append(rss_mb(target.process.pid))
         report = render(targets, args)
+        if args.soak:
+            report += soak(targets[1], args.soak)
         print(report)
         if args.out:
             args.out.write_text(report)
@@ -218,6 +226,37 @@ service = "users"
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def soak(target: Target, seconds: float) -> str:
+    """1,000 concurrent connections for ``seconds``; RSS sampled every 5 s, bounded."""
+    samples = [rss_mb(target.process.pid)]
+    load = subprocess.Popen(
+        [
+            "wrk",
+            "-t2",
+            "-c1000",
+            f"-d{seconds:g}s",
+            f"http://127.0.0.1:{target.port}/api/users/1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + seconds + 30
+    while load.poll() is None and time.monotonic() < deadline:
+        time.sleep(5)
+        samples.append(rss_mb(target.process.pid))
+    out, _ = load.communicate(timeout=30)
+    samples.append(rss_mb(target.process.pid))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    shown = ", ".join(f"{s:.0f}" for s in samples)
+    return (
+        f"\nSoak: wrk -t2 -c1000 -d{seconds:g}s on {target.name}: "
+        f"{float(rps.group(1)) if rps else 0:,.0f} req/s"
+        + (f", socket errors: {errors.group(1)}" if errors else "")
+        + f"\nRSS MB every 5 s (before, during, after): {shown}\n"
+    )
 
 
 def render(targets: list[Target], args: argparse.Namespace) -> str:

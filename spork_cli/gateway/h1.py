@@ -52,7 +52,16 @@ class UpstreamTimeout(UpstreamError):
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("_waiter", "buffer", "closed", "error", "idle_since", "paused", "transport")
+    __slots__ = (
+        "_waiter",
+        "buffer",
+        "closed",
+        "error",
+        "failure",
+        "idle_since",
+        "paused",
+        "transport",
+    )
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -62,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.paused = False
         self.idle_since = 0.0
+        self.failure: BaseException | None = None  # a timeout that fired: raised by wait()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -90,13 +100,16 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
-        """Wake a waiting reader with ``exc`` (the timeout's way in)."""
+        """The timeout's way in: the current (or next) wait raises ``exc``."""
+        self.failure = exc
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
     async def wait(self) -> None:
         """Until more data, EOF or an error arrives."""
+        if self.failure is not None:
+            raise self.failure
         if self.closed:
             raise UpstreamError("the upstream closed the connection") from self.error
         self._waiter = asyncio.get_running_loop().create_future()
@@ -107,6 +120,12 @@ class _Connection(asyncio.Protocol):
 
     def consumed(self) -> None:
         if self.paused and len(self.buffer) <= READ_BUFFER // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def resume(self) -> None:
+        """Read on whatever is buffered: the reader needs more before it can consume."""
+        if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
 
@@ -142,6 +161,10 @@ class H1Pool:
             self._waiters.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # the slot handed to us goes to the next in line
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -161,6 +184,10 @@ class H1Pool:
             self._open -= 1
             self._wake_one()
             raise ConnectFailed(exc.strerror or str(exc)) from exc
+        except BaseException:
+            self._open -= 1
+            self._wake_one()
+            raise
         return conn, False
 
     def _release(self, conn: _Connection, reusable: bool) -> None:
@@ -303,6 +330,8 @@ class Response:
                         conn.consumed()
                         yield piece
                     elif conn.closed:
+                        if conn.error is not None:
+                            raise UpstreamError("the upstream reset the connection mid-body")
                         break
                     else:
                         try:
@@ -312,8 +341,10 @@ class Response:
                                 break
                             raise
         finally:
-            self._conn = None
-            pool._release(conn, clean and self._mode != "close" and self._reusable)
+            # close() may have released it already (the client went away mid-stream).
+            if self._conn is conn:
+                self._conn = None
+                pool._release(conn, clean and self._mode != "close" and self._reusable)
 
     def close(self) -> None:
         """Give up on an unread body: the connection cannot be reused."""
@@ -324,16 +355,19 @@ class Response:
 
 async def _wait(conn: _Connection, timeout: float) -> None:
     loop = asyncio.get_running_loop()
+    conn.failure = None
     timer = loop.call_later(timeout, conn.fail, UpstreamTimeout("the upstream went silent"))
     try:
         await conn.wait()
     finally:
         timer.cancel()
+        conn.failure = None
 
 
 async def _read_response(pool: H1Pool, conn: _Connection, method: str, timeout: float) -> Response:
     loop = asyncio.get_running_loop()
     # One timer for the head (and a small body): cheaper than a timeout scope per wait.
+    conn.failure = None
     timer = loop.call_later(timeout, conn.fail, UpstreamTimeout("the upstream did not answer"))
     try:
         while True:
@@ -347,6 +381,8 @@ async def _read_response(pool: H1Pool, conn: _Connection, method: str, timeout: 
                     raise UpstreamError("the upstream closed mid-response")
                 await conn.wait()
                 end = conn.buffer.find(b"\r\n\r\n")
+            if end > MAX_HEAD:
+                raise UpstreamError("the response head is too large")
             head = bytes(conn.buffer[:end])
             del conn.buffer[: end + 4]
             status, reason, headers, length, chunked, keep = _parse_head(head)
@@ -365,6 +401,7 @@ async def _read_response(pool: H1Pool, conn: _Connection, method: str, timeout: 
             while len(conn.buffer) < length:
                 if conn.closed:
                     raise UpstreamError("the upstream closed mid-body")
+                conn.resume()
                 await conn.wait()
             response.body = bytes(conn.buffer[:length])
             del conn.buffer[:length]
@@ -382,6 +419,7 @@ async def _read_response(pool: H1Pool, conn: _Connection, method: str, timeout: 
         return response
     finally:
         timer.cancel()
+        conn.failure = None
 
 
 def _parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]], int | None, bool, bool]:
@@ -389,10 +427,10 @@ def _parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]], int | Non
     status_line = lines[0]
     if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
         raise UpstreamError("not an HTTP/1.x response")
-    try:
-        status = int(status_line[9:12])
-    except ValueError as exc:
-        raise UpstreamError("malformed status line") from exc
+    code = status_line[9:12]
+    if not code.isdigit() or not 100 <= int(code) <= 599:
+        raise UpstreamError("malformed status line")
+    status = int(code)
     reason = status_line[13:].decode("latin-1")
     keep = status_line[7:8] == b"1"  # HTTP/1.1 keeps alive unless told otherwise
     length: int | None = None
@@ -406,12 +444,11 @@ def _parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]], int | Non
         key = name.lower()
         value = value.strip()
         if key == b"content-length":
-            try:
-                length = int(value)
-            except ValueError as exc:
-                raise UpstreamError("malformed Content-Length") from exc
-            if length < 0:
-                raise UpstreamError("negative Content-Length")
+            if not value.isdigit():
+                raise UpstreamError("malformed Content-Length")
+            if length is not None and length != int(value):
+                raise UpstreamError("conflicting Content-Length headers")
+            length = int(value)
             continue
         if key == b"transfer-encoding":
             chunked = value.lower().endswith(b"chunked")
@@ -446,10 +483,9 @@ async def _dechunk(conn: _Connection, timeout: float) -> AsyncIterator[bytes]:
             end = conn.buffer.find(b"\r\n")
         size_text = bytes(conn.buffer[:end]).split(b";", 1)[0].strip()
         del conn.buffer[: end + 2]
-        try:
-            size = int(size_text, 16)
-        except ValueError as exc:
-            raise UpstreamError("malformed chunk size") from exc
+        if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise UpstreamError("malformed chunk size")
+        size = int(size_text, 16)
         if size == 0:
             # Trailers (rare) end with an empty line; they are not relayed.
             while True:
