@@ -7,7 +7,7 @@ sh scripts/system-deps.sh
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 status=0
-python3 -m pytest "$@" || status=$?
+python3 -m pytest --cov=spork_cli --cov-branch --cov-report=term:skip-covered "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "no tests were collected: that is a failure" >&2
     exit 1
