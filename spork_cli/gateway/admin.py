@@ -30,14 +30,21 @@ async def ready(request: web.Request) -> web.Response:
     if holder is None:
         return _json({"status": "starting"}, status=503)
     last = holder.reloads[-1] if holder.reloads else None
-    return _json(
-        {
-            "status": "ready",
-            "routes": len(holder.current.routes),
-            "services": len(holder.current.pools),
-            "last_reload": last,
-        }
-    )
+    body: dict[str, object] = {
+        "status": "ready",
+        "routes": len(holder.current.routes),
+        "services": len(holder.current.pools),
+        "last_reload": last,
+    }
+    store = holder.resources.store
+    if store is not None and store.backend != "memory":
+        try:
+            await store.ping()
+        except StateError as exc:
+            # Not ready: an orchestrator should route traffic elsewhere until it answers.
+            body.update(status="state unreachable", state_error=str(exc))
+            return _json(body, status=503)
+    return _json(body)
 
 
 async def services(request: web.Request) -> web.Response:

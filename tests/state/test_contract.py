@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,35 @@ async def test_unreachable_redis_is_a_state_error_within_the_timeout() -> None:
             await store.is_revoked("x")
     finally:
         await store.close()
+
+
+async def test_readiness_follows_the_state_store(
+    aiohttp_client: Any, redis_server: Any, redis_url: str, upstream: Any
+) -> None:
+    from spork_cli.config.model import GatewayConfig
+    from spork_cli.gateway.admin import build_admin_app
+    from spork_cli.gateway.app import build_app
+
+    config = GatewayConfig.model_validate(
+        {
+            "state": {"backend": "redis", "url": redis_url, "timeout": "200ms"},
+            "services": [{"name": "u", "endpoints": [upstream.url]}],
+            "routes": [{"path": "/", "service": "u"}],
+        }
+    )
+    gateway = build_app(config)
+    await aiohttp_client(gateway)  # starts the gateway app (and its store)
+    admin = await aiohttp_client(build_admin_app(gateway))
+    async with admin.get("/health/ready") as ready:
+        assert ready.status == 200
+    redis_server.stop()
+    try:
+        async with admin.get("/health/ready") as ready:
+            assert ready.status == 503
+            assert (await ready.json())["status"] == "state unreachable"
+        async with admin.get("/health") as alive:
+            assert alive.status == 200
+    finally:
+        redis_server.start()
+    async with admin.get("/health/ready") as ready:
+        assert ready.status == 200
