@@ -20,6 +20,7 @@ import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from spork_cli.auth import KeyLoadError, TokenRejected, UnknownKeyId
+from spork_cli.auth.claims import claim_value
 from spork_cli.auth.jwks import JwksCache
 from spork_cli.auth.keys import KeySet, VerificationKey, show
 from spork_cli.config.model import Auth
@@ -193,16 +194,7 @@ def check_claims(claims: Mapping[str, Any], auth: Auth, now: float) -> None:
         check(claims, auth, now)
 
 
-def _claim(claims: Mapping[str, Any], name: str) -> Any:
-    if name in claims:
-        return claims[name]
-    # Nested claims by dotted path, e.g. Keycloak's "realm_access.roles".
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
+_claim = claim_value
 
 
 def _words(value: Any, separators: str) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ from aiohttp import ClientTimeout
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import StateError
-from spork_cli.gateway.proxy import Forwarding, forward
+from spork_cli.gateway.forwarding import Forwarding
+from spork_cli.gateway.proxy import forward
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.gateway.upstream import ServicePool
 from spork_cli.middleware import Middleware, chain

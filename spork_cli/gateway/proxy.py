@@ -9,23 +9,21 @@ idle gap in the body, so long downloads and event streams are not cut off.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
-import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from spork_cli.gateway import h1
-from spork_cli.middleware import ENDPOINT, IDENTITY, REQUEST_ID, UPSTREAM_SECONDS
+from spork_cli.gateway.forwarding import response_headers
+from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
-from spork_cli.middleware.request_id import traceparent
 
 if TYPE_CHECKING:
     from spork_cli.config.model import Retries
@@ -34,148 +32,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("spork.proxy")
 
-HOP_BY_HOP = frozenset(
-    h.lower()
-    for h in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    )
-)
-# Set by the gateway on every upstream request, replacing any client-sent value.
-FORWARDING_HEADERS = frozenset(
-    ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id")
-) | {"traceparent"}
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 REPLAYABLE_BODY = 64 * 1024
 BUFFERED_RESPONSE = 256 * 1024
 CHUNK = 64 * 1024
-
-
-class Forwarding:
-    """How headers are rewritten on the way; built once per table."""
-
-    def __init__(
-        self,
-        trusted_proxies: Iterable[str],
-        claims: Mapping[str, str],
-        roles_claim: str = "roles",
-        scopes_claim: str = "scope",
-    ) -> None:
-        self.roles_claim = roles_claim
-        self.scopes_claim = scopes_claim
-        self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
-        # claim -> header: sent upstream for verified tokens, never taken from a client
-        self.claims = tuple(claims.items())
-        identity = frozenset(h.lower() for h in claims.values())
-        self.strip_keep_length = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host", "expect"}
-        self.strip = self.strip_keep_length | {"content-length"}
-
-    def is_trusted(self, peer: str | None) -> bool:
-        if not peer or not self.trusted:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in net for net in self.trusted)
-
-    def upstream_headers(
-        self,
-        request: web.Request,
-        endpoint: EndpointState,
-        preserve_host: bool,
-        keep_length: bool = False,
-    ) -> list[tuple[str, str]]:
-        """The request headers for the upstream, Host included; Content-Length only when
-        ``keep_length`` (a streamed body of known size), else the client sets its own."""
-        incoming = request.headers
-        drop = self.strip if not keep_length else self.strip_keep_length
-        connection = incoming.get("Connection")
-        if connection:
-            drop = drop | {t.strip().lower() for t in connection.split(",")}
-        items = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
-        peer = request.remote or ""
-        trusted = bool(self.trusted) and self.is_trusted(peer)
-        scheme = request.scheme
-        host = incoming.get("Host", "")
-        node = f'"[{peer}]"' if ":" in peer else peer
-        element = (
-            f'for={node};proto={scheme};host="{host}"' if host else f"for={node};proto={scheme}"
-        )
-        if trusted:
-            prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ()))
-            prior = ", ".join(incoming.getall("Forwarded", ()))
-            items += [
-                ("X-Forwarded-For", f"{prior_xff}, {peer}" if prior_xff else peer),
-                ("X-Forwarded-Proto", incoming.get("X-Forwarded-Proto", scheme)),
-                ("X-Forwarded-Host", incoming.get("X-Forwarded-Host", host)),
-                ("Forwarded", f"{prior}, {element}" if prior else element),
-            ]
-        else:
-            items += [
-                ("X-Forwarded-For", peer),
-                ("X-Forwarded-Proto", scheme),
-                ("X-Forwarded-Host", host),
-                ("Forwarded", element),
-            ]
-        identity = request.get(IDENTITY)
-        if identity is not None:
-            for claim, header in self.claims:
-                # Roles and scopes as verification read them (nested or space-separated).
-                if claim == self.roles_claim:
-                    value: Any = identity.roles
-                elif claim == self.scopes_claim:
-                    value = identity.scopes
-                else:
-                    value = _claim(identity.claims, claim)
-                if value is not None:
-                    items.append((header, _header_value(value)))
-        items.append(("X-Request-ID", request[REQUEST_ID]))
-        items.append(("traceparent", traceparent(incoming.get("traceparent"))))
-        items.append(("Host", host if preserve_host and host else endpoint.authority))
-        return items
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _header_value(value: object) -> str:
-    """A claim as a header value: lists comma-joined; control characters (which could
-    smuggle headers, and which HTTP forbids in values) become spaces."""
-    if isinstance(value, list | tuple):
-        text = ",".join(str(v) for v in value)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    return _CONTROL.sub(" ", text)
-
-
-def _claim(claims: Mapping[str, Any], name: str) -> Any:
-    """A claim by name; a dotted name ("realm_access.roles") reads nested objects."""
-    if name in claims:
-        return claims[name]
-    value: Any = claims
-    for part in name.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP
-    connection = upstream.get("Connection")
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
-    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in drop])
 
 
 async def forward(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
@@ -342,6 +202,17 @@ async def _send(
     raise AssertionError("unreachable: the last attempt always returns or raises")
 
 
+async def _without_body(
+    request: web.Request, status: int, reason: str | None, headers: CIMultiDict[str]
+) -> web.StreamResponse:
+    """HEAD, 204 and 304: the upstream's headers (Content-Length too) and no body."""
+    response = web.StreamResponse(status=status, reason=reason)
+    response.headers.extend(headers)
+    await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
 async def _relay_h1(
     request: web.Request, upstream: h1.Response, timeout: float
 ) -> web.StreamResponse:
@@ -350,11 +221,7 @@ async def _relay_h1(
     headers["Server"] = "spork"
     if upstream.body is not None:
         if request.method == "HEAD" or upstream.status in (204, 304):
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(headers)
-            await response.prepare(request)
-            await response.write_eof()
-            return response
+            return await _without_body(request, upstream.status, upstream.reason, headers)
         headers.popall("Content-Length", None)
         return web.Response(
             status=upstream.status, reason=upstream.reason, body=upstream.body, headers=headers
@@ -385,11 +252,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     length = upstream.content_length
     try:
         if request.method == "HEAD" or upstream.status in (204, 304):
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.extend(headers)
-            await response.prepare(request)
-            await response.write_eof()
-            return response
+            return await _without_body(request, upstream.status, upstream.reason, headers)
         if length is not None and length <= BUFFERED_RESPONSE:
             body = await upstream.read()
             headers.popall("Content-Length", None)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
     from spork_cli.config.model import GatewayConfig, Route
-    from spork_cli.gateway.proxy import Forwarding
+    from spork_cli.gateway.forwarding import Forwarding
     from spork_cli.gateway.upstream import ServicePool
 
 Handler = Callable[["web.Request"], Any]
