@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,9 +20,21 @@ from redis.exceptions import RedisError
 
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
-from spork_cli.state import instance_key, revoked_key
+from spork_cli.state import (
+    ALGORITHMS,
+    LimitResult,
+    check_limit_args,
+    instance_key,
+    revoked_key,
+)
 
 T = TypeVar("T")
+
+
+def lua_source(name: str) -> str:
+    """The text of ``spork_cli/state/lua/<name>.lua`` (package data)."""
+    source = resources.files("spork_cli.state").joinpath("lua").joinpath(f"{name}.lua")
+    return source.read_text("utf-8")
 
 
 def connect(url: str, pool_size: int, timeout: float) -> Any:
@@ -67,6 +80,10 @@ class RedisStore:
         self.prefix = config.prefix
         self.timeout = config.timeout
         self.client: Any = connect(config.url, config.pool_size, config.timeout)
+        # register_script only hashes the source; EVALSHA loads it on first use per node
+        self._limiters: dict[str, Any] = {
+            name: self.client.register_script(lua_source(name)) for name in ALGORITHMS
+        }
 
     async def _call(self, work: Awaitable[T]) -> T:
         try:
@@ -117,3 +134,27 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StateError(f"Redis failed: {exc}") from exc
         return found
+
+    async def rate_limit(
+        self,
+        key: str,
+        algorithm: str,
+        rate: int,
+        period: float,
+        burst: int,
+        cost: int = 1,
+    ) -> LimitResult:
+        capacity = check_limit_args(algorithm, rate, period, burst, cost)
+        period_us = period * 1_000_000
+        # gcra and token_bucket take the time per unit; the sliding window the period
+        first = period_us if algorithm == "sliding_window" else period_us / rate
+        script = self._limiters[algorithm]
+        reply = await self._call(script(keys=[key], args=[repr(first), capacity, cost]))
+        allowed, remaining, reset_us, retry_us = (int(part) for part in reply)
+        return LimitResult(
+            allowed=bool(allowed),
+            limit=capacity,
+            remaining=remaining,
+            reset_after=max(reset_us, 0) / 1_000_000,
+            retry_after=0.0 if allowed else max(retry_us, 0) / 1_000_000,
+        )
