@@ -100,7 +100,7 @@ async def compile_table(
             ),
         )
         compiled.handler = chain(
-            _middlewares(compiled, config, verifier), partial(forward, route=compiled)
+            _middlewares(compiled, config, verifier, resources), partial(forward, route=compiled)
         )
         routes.append(compiled)
     secret_query = None
@@ -165,14 +165,31 @@ def _methods(methods: Sequence[str]) -> frozenset[str] | None:
 
 
 def _middlewares(
-    route: CompiledRoute, config: GatewayConfig, verifier: Verifier | None
+    route: CompiledRoute,
+    config: GatewayConfig,
+    verifier: Verifier | None,
+    resources: Resources,
 ) -> list[Middleware]:
-    """The per-route chain between the dispatcher and the proxy, outermost first."""
+    """The per-route chain between the dispatcher and the proxy, outermost first:
+    auth, then rate limit (so the authenticated tier knows who is asking)."""
     chain: list[Middleware] = []
     if route.config.auth != "none" and verifier is not None and config.auth is not None:
         from spork_cli.middleware.auth import auth_middleware
 
         chain.append(auth_middleware(route.config, config.auth, verifier))
+    if route.config.rate_limit is not None and resources.store is not None:
+        from spork_cli.middleware.ratelimit import ratelimit_middleware
+
+        chain.append(
+            ratelimit_middleware(
+                route.config,
+                route.route_id,
+                config,
+                route.forwarding,
+                resources.store,
+                resources.local,
+            )
+        )
     return chain
 
 

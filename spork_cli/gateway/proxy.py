@@ -22,7 +22,7 @@ from yarl import URL
 
 from spork_cli.gateway import h1
 from spork_cli.gateway.forwarding import response_headers
-from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
+from spork_cli.middleware import ENDPOINT, REQUEST_ID, RESPONSE_HEADERS, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -219,6 +219,9 @@ async def _relay_h1(
     headers = CIMultiDict(upstream.headers)
     headers["X-Request-ID"] = request[REQUEST_ID]
     headers["Server"] = "spork"
+    extra = request.get(RESPONSE_HEADERS)
+    if extra:
+        headers.update(extra)
     if upstream.body is not None:
         if request.method == "HEAD" or upstream.status in (204, 304):
             return await _without_body(request, upstream.status, upstream.reason, headers)
@@ -249,6 +252,9 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     headers = response_headers(upstream.headers)
     headers["X-Request-ID"] = request[REQUEST_ID]
     headers["Server"] = "spork"
+    extra = request.get(RESPONSE_HEADERS)
+    if extra:
+        headers.update(extra)
     length = upstream.content_length
     try:
         if request.method == "HEAD" or upstream.status in (204, 304):

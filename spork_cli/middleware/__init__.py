@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 REQUEST_ID = web.RequestKey("spork.request_id", str)
 ENDPOINT = web.RequestKey("spork.endpoint", str)
 UPSTREAM_SECONDS = web.RequestKey("spork.upstream_seconds", float)
+# Headers a middleware adds to the response the proxy relays (e.g. rate-limit headers).
+RESPONSE_HEADERS = web.RequestKey("spork.response_headers", dict)
 # Set by the auth middleware for a verified token; typed without importing the auth stack.
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("spork.identity")
 

@@ -1,0 +1,98 @@
+"""Rate limiting of a route: a 429 problem with Retry-After over the limit, and the rate-limit
+headers (DESIGN section 6) on every response of a limited route."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from spork_cli.errors import StateError
+from spork_cli.limiter import Limit, acquire, client_key, headers
+from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
+from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.state import StateStore, limit_key
+
+if TYPE_CHECKING:
+    from spork_cli.config.model import GatewayConfig, Route
+    from spork_cli.gateway.forwarding import Forwarding
+
+log = structlog.get_logger("spork.ratelimit")
+
+
+def client_ip(request: web.Request, forwarding: Forwarding) -> str:
+    """The client's address: the peer, or behind trusted proxies the nearest untrusted hop
+    of X-Forwarded-For (read right to left, so a client cannot pick its own address)."""
+    peer = request.remote or ""
+    if not forwarding.trusted or not forwarding.is_trusted(peer):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        if not forwarding.is_trusted(hop):
+            return hop
+    return peer
+
+
+def ratelimit_middleware(
+    route: Route,
+    route_id: str,
+    config: GatewayConfig,
+    forwarding: Forwarding,
+    store: StateStore,
+    local: StateStore | None,
+) -> Middleware:
+    limit_config = route.rate_limit
+    assert limit_config is not None
+    anonymous = Limit.from_config(limit_config)
+    authenticated = Limit.from_config(limit_config, authenticated=True)
+    split_tiers = limit_config.authenticated is not None
+    exempt = frozenset(limit_config.exempt_roles)
+    parts = tuple(limit_config.key)
+    policy = limit_config.on_error or config.state.on_error
+    prefix = config.state.prefix
+
+    async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+        identity = request.get(IDENTITY)
+        if identity is not None and exempt and exempt.intersection(identity.roles):
+            return await handler(request)
+        limit = authenticated if identity is not None else anonymous
+        tier = route_id + (":auth" if identity is not None and split_tiers else "")
+        client = client_key(
+            parts,
+            client_ip(request, forwarding),
+            identity.sub if identity is not None else None,
+            request.headers,
+            route_id,
+        )
+        key = limit_key(prefix, tier, client)
+        try:
+            result = await acquire(store, key, limit)
+        except StateError as exc:
+            log.warning("state store failed; rate limit", error=str(exc), policy=policy)
+            if policy == "closed":
+                raise HTTPProblem(
+                    503, "state-unavailable", "the gateway cannot apply its rate limit right now"
+                ) from exc
+            if policy == "local" and local is not None:
+                result = await acquire(local, key, limit)
+            else:
+                return await handler(request)
+        extra = headers(result, limit)
+        if not result.allowed:
+            raise HTTPProblem(
+                429,
+                "rate-limited",
+                f"too many requests: {limit.rate} per {limit.period:g}s; "
+                f"retry in {extra.get('Retry-After', '1')}s",
+                headers=extra,
+            )
+        request[RESPONSE_HEADERS] = extra
+        return await handler(request)
+
+    return limited
