@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from spork_cli import __version__
-from spork_cli.cli import check, edit, init, schema, serve, token
+from spork_cli.cli import check, edit, init, schema, serve, state, token
 from spork_cli.errors import SporkError
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -63,6 +63,7 @@ schema.register(app)
 edit.register(app)
 serve.register(app)
 token.register(app)
+state.register(app)
 
 
 def main() -> None:

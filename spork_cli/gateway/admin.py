@@ -107,6 +107,18 @@ async def revocation(request: web.Request) -> web.Response:
     return _json({"jti": jti, "revoked": revoked})
 
 
+async def instances(request: web.Request) -> web.Response:
+    """Every gateway whose heartbeat this one's state store holds (with memory state: itself)."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    try:
+        found = await holder.resources.store.instances()
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+    return _json({"instances": [orjson.loads(v) for v in found.values()]})
+
+
 def _problem(status: int, slug: str, detail: str) -> web.Response:
     from spork_cli.middleware.errors import problem_response
 
@@ -134,5 +146,6 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/services", services)
     app.router.add_post("/api/revocations", revoke)
+    app.router.add_get("/api/instances", instances)
     app.router.add_get("/api/revocations", revocation)
     return app

@@ -114,6 +114,7 @@ def build_app(
     watch: bool = False,
     access_log: AccessLog | None = None,
     prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
+    announce: bool = True,
 ) -> web.Application:
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
     app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
@@ -142,6 +143,10 @@ def build_app(
             access_log.flush()
 
     app.cleanup_ctx.append(tables)
+    if announce:
+        from spork_cli.gateway.heartbeat import heartbeat_ctx
+
+        app.cleanup_ctx.append(heartbeat_ctx)
     if config_file is not None:
         from spork_cli.gateway.reload import reloader_ctx
 

@@ -98,7 +98,8 @@ async def _supervise(
             from spork_cli.demo import start_demo
 
             runners.append(await start_demo(config.demo.host, config.demo.port))
-        shadow_app = build_app(config, config_file, watch=watch, prepare=prepare)
+        # Not a serving instance: the workers announce themselves.
+        shadow_app = build_app(config, config_file, watch=watch, prepare=prepare, announce=False)
         shadow = web.AppRunner(shadow_app, handle_signals=False)
         await shadow.setup()
         runners.insert(0, shadow)

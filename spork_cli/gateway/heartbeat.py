@@ -1,0 +1,67 @@
+"""Each running gateway announces itself in the state store, so `spork instances` can list
+every instance sharing it. An entry lives three beats; a stopped gateway removes nothing and
+simply ages out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import structlog
+from aiohttp import web
+
+from spork_cli import __version__
+from spork_cli.errors import StateError
+
+log = structlog.get_logger("spork.heartbeat")
+
+BEAT = 5.0
+INSTANCE = web.AppKey("spork.instance", str)
+
+
+def instance_info(app: web.Application, started: float) -> bytes:
+    from spork_cli.gateway.app import TABLE
+
+    holder = app[TABLE]
+    config = holder.current.config
+    return orjson.dumps(
+        {
+            "id": app[INSTANCE],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "listen": f"{config.server.host}:{config.server.port}",
+            "admin": f"{config.admin.host}:{config.admin.port}" if config.admin.enabled else None,
+            "version": __version__,
+            "started": started,
+            "seen": time.time(),
+            "routes": len(holder.current.routes),
+            "config": str(holder.config_file) if holder.config_file else None,
+        }
+    )
+
+
+async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+    from spork_cli.gateway.app import TABLE
+
+    app[INSTANCE] = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    started = time.time()
+
+    async def beat() -> None:
+        while True:
+            store = app[TABLE].resources.store
+            if store is not None:
+                try:
+                    await store.heartbeat(app[INSTANCE], instance_info(app, started), BEAT * 3)
+                except StateError as exc:
+                    log.debug("heartbeat not written", error=str(exc))
+            await asyncio.sleep(BEAT)
+
+    task = asyncio.create_task(beat(), name="heartbeat")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
