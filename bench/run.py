@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = '{"id":1,"name":"Ada Lovelace","email":"ada@example.com"}'
@@ -102,6 +103,9 @@ class Target:
     rss: list[float] = field(default_factory=list)
 
 
+HEADERS: list[str] = []  # sent to every target alike (the full chain needs its token)
+
+
 def wrk(port: int, duration: float, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
         [
@@ -110,6 +114,7 @@ def wrk(port: int, duration: float, connections: int) -> tuple[float, float, flo
             f"-c{connections}",
             f"-d{duration:g}s",
             "--latency",
+            *HEADERS,
             f"http://127.0.0.1:{port}/api/users/1",
         ],
         capture_output=True,
@@ -135,6 +140,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--chain",
+        action="store_true",
+        help="add spork with the full chain: HS256 auth, a Redis GCRA limit, access log",
+    )
     parser.add_argument(
         "--soak",
         type=float,
@@ -184,6 +194,8 @@ service = "users"
             spork_port,
         )
         targets.append(Target("spork, plain route", spork_port, proc))
+        if args.chain:
+            targets.append(full_chain(work, up_port, start))
         floor_port = free_port()
         proc = start(
             [
@@ -226,6 +238,50 @@ service = "users"
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def full_chain(work: Path, up_port: int, start: Any) -> Target:
+    """spork with HS256 auth (one repeated token), a GCRA limit in a real redis-server (never
+    reached), and the access log: the request path a production route takes."""
+    redis_port = free_port()
+    start(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+        redis_port,
+    )
+    port, admin = free_port(), free_port()
+    secret = "b" * 48
+    config = work / "chain.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+[admin]
+port = {admin}
+[state]
+backend = "redis"
+url = "redis://127.0.0.1:{redis_port}/0"
+[auth]
+algorithms = ["HS256"]
+secret = "{secret}"
+[[services]]
+name = "users"
+endpoints = ["http://127.0.0.1:{up_port}"]
+[[routes]]
+path = "/api/users"
+service = "users"
+auth = "required"
+rate_limit = {{ requests = 1000000000, per = "1m", key = ["user"] }}
+"""
+    )
+    proc = start(
+        [sys.executable, "-m", "spork_cli", "serve", "-c", str(config), "--no-reload"], port
+    )
+    from spork_cli.auth.mint import mint
+    from spork_cli.config.load import load_config
+
+    token = mint(load_config(config).auth, work, sub="bench", ttl=3600)
+    HEADERS[:] = ["-H", f"Authorization: Bearer {token}"]
+    return Target("spork, full chain", port, proc)
 
 
 def soak(target: Target, seconds: float) -> str:
