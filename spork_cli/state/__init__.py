@@ -5,6 +5,8 @@ Backends offer a few atomic primitives, each one round trip; the algorithms buil
 
     {prefix}:{rl:<route>:<client-key>}  limiter state (GCRA TAT, token bucket hash, or the
                                      sliding window's sorted set); expires once replenished
+    {prefix}:{cb:<service>}          breaker hash (fields in lua/breaker_common.lua); expires
+                                     when idle for `BreakerPolicy.idle_ttl`, never while forced
     {prefix}:{jwt}:revoked:<jti>     revocation, TTL = the token's remaining life
     {prefix}:instances:<id>          heartbeat of a running gateway (TTL)
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from spork_cli.config.model import State
+from spork_cli.config.model import Breaker, State
 
 Algorithm = Literal["gcra", "token_bucket", "sliding_window"]
 ALGORITHMS: tuple[Algorithm, ...] = ("gcra", "token_bucket", "sliding_window")
@@ -49,6 +51,100 @@ def check_limit_args(algorithm: str, rate: int, period: float, burst: int, cost:
     if cost > capacity:
         raise ValueError(f"a cost of {cost} can never fit a capacity of {capacity}")
     return capacity
+
+
+BreakerStateName = Literal["closed", "open", "half_open"]
+ForcedState = Literal["open", "closed"]
+BREAKER_BUCKETS = 10  # the failure-ratio window is this many buckets of window / BREAKER_BUCKETS
+BREAKER_TTL_FACTOR = 3  # an idle breaker is forgotten after this many of its longest periods
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """The numbers of one service's breaker (semantics in `spork_cli.breaker`); durations in
+    seconds. The store uses the thresholds and times; `failure_on` and `failure_statuses` are
+    for `spork_cli.breaker.is_failure`."""
+
+    failures: int = 5
+    failure_ratio: float | None = None
+    window: float = 30.0
+    min_requests: int = 20
+    cooldown: float = 30.0
+    max_cooldown: float = 300.0
+    cooldown_multiplier: float = 1.0
+    half_open_probes: int = 1
+    failure_on: frozenset[str] = frozenset({"connect", "timeout"})
+    failure_statuses: frozenset[int] = frozenset({500, 502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.failures < 1 or self.min_requests < 1 or self.half_open_probes < 1:
+            raise ValueError("breaker failures, min_requests and half_open_probes must be >= 1")
+        if self.failure_ratio is not None and not 0 < self.failure_ratio <= 1:
+            raise ValueError("breaker failure_ratio must be > 0 and <= 1")
+        if self.failure_ratio is not None and self.window <= 0:
+            raise ValueError("breaker window must be longer than zero")
+        if self.cooldown <= 0 or self.cooldown_multiplier < 1:
+            raise ValueError("breaker cooldown must be > 0 and cooldown_multiplier >= 1")
+
+    @classmethod
+    def from_config(cls, config: Breaker) -> BreakerPolicy:
+        return cls(
+            failures=config.failures,
+            failure_ratio=config.failure_ratio,
+            window=config.window,
+            min_requests=config.min_requests,
+            cooldown=config.cooldown,
+            max_cooldown=config.max_cooldown,
+            cooldown_multiplier=config.cooldown_multiplier,
+            half_open_probes=config.half_open_probes,
+            failure_on=frozenset(config.failure_on),
+            failure_statuses=frozenset(config.failure_statuses),
+        )
+
+    @property
+    def cooldown_cap(self) -> float:
+        """The longest cooldown; never below `cooldown` even when misconfigured."""
+        return max(self.max_cooldown, self.cooldown)
+
+    @property
+    def idle_ttl(self) -> float:
+        """Seconds after its last change that a breaker is forgotten (back to closed)."""
+        longest = max(self.cooldown_cap, self.window if self.failure_ratio is not None else 0.0)
+        return BREAKER_TTL_FACTOR * longest
+
+    def cooldown_for(self, trips: int) -> float:
+        """The cooldown of the ``trips``-th trip in a row (1-based), capped."""
+        grown = self.cooldown * self.cooldown_multiplier ** max(trips - 1, 0)
+        return min(grown, self.cooldown_cap)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerDecision:
+    """May one request go through the breaker now? Times are seconds from the decision."""
+
+    state: BreakerStateName  # the effective state after this call (a forced one wins)
+    allowed: bool
+    retry_after: float  # when denied: until a request may be admitted again; 0 when allowed
+    probe: bool = False  # admitted as a half-open probe: record its outcome with probe=True
+    changed: bool = False  # this call moved the breaker from open to half-open
+    failures: int = 0  # consecutive failures counted before the breaker opened
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """A breaker as stored; what `spork breakers` shows. Times are epoch seconds."""
+
+    state: BreakerStateName  # effective: the forced state when one is set
+    failures: int  # consecutive failures (kept while open, cleared on closing)
+    window_requests: int  # outcomes in the failure-ratio window (0 without failure_ratio)
+    window_failures: int
+    opened_at: float | None  # when it last opened; None while closed
+    cooldown: float  # of the current open period; 0 once closed
+    next_probe_at: float | None  # open: end of the cooldown; half-open: probes given up
+    forced: ForcedState | None
+    trips: int  # trips in a row; the cooldown grows with it; 0 after closing
+    probes: int  # half-open: probes admitted in this half-open period
+    changed: bool = False  # set by breaker_record: this call opened or closed the breaker
 
 
 class StateStore(Protocol):
@@ -86,10 +182,34 @@ class StateStore(Protocol):
         arguments `check_limit_args` rejects.
         """
 
+    async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        """May a request pass the breaker at ``key`` (see `breaker_key`)? Atomic; moves an open
+        breaker whose cooldown is over to half-open and hands out at most
+        ``half_open_probes`` probes."""
+
+    async def breaker_record(
+        self, key: str, policy: BreakerPolicy, success: bool, probe: bool
+    ) -> BreakerState:
+        """Count one outcome, atomically; trips, re-opens or closes the breaker."""
+
+    async def breaker_read(self, key: str) -> BreakerState | None:
+        """The stored breaker, unchanged; None when there is none (closed and idle)."""
+
+    async def breaker_force(self, key: str, state: ForcedState | None) -> BreakerState | None:
+        """Hold the breaker open or closed on every instance; None clears the force."""
+
+    async def breaker_reset(self, key: str) -> None:
+        """Forget the breaker: closed, nothing counted, no force."""
+
 
 def limit_key(prefix: str, route: str, client: str) -> str:
     """``{prefix}:{rl:<route>:<client>}``: the whole ``rl:...`` part is the hash tag."""
     return f"{prefix}:{{rl:{route}:{client}}}"
+
+
+def breaker_key(prefix: str, service: str) -> str:
+    """``{prefix}:{cb:<service>}``: the whole ``cb:...`` part is the hash tag."""
+    return f"{prefix}:{{cb:{service}}}"
 
 
 def revoked_key(prefix: str, jti: str) -> str:

@@ -22,6 +22,12 @@ from spork_cli.config.model import State
 from spork_cli.errors import StateError
 from spork_cli.state import (
     ALGORITHMS,
+    BREAKER_BUCKETS,
+    BreakerDecision,
+    BreakerPolicy,
+    BreakerState,
+    BreakerStateName,
+    ForcedState,
     LimitResult,
     check_limit_args,
     instance_key,
@@ -29,6 +35,13 @@ from spork_cli.state import (
 )
 
 T = TypeVar("T")
+BREAKER_SCRIPTS = ("allow", "record", "read", "force")
+_STATES: dict[str, BreakerStateName] = {
+    "closed": "closed",
+    "open": "open",
+    "half_open": "half_open",
+}
+_FORCED: dict[str, ForcedState | None] = {"open": "open", "closed": "closed", "": None}
 
 
 def lua_source(name: str) -> str:
@@ -71,6 +84,38 @@ def connect(url: str, pool_size: int, timeout: float) -> Any:
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seconds(microseconds: Any) -> float:
+    return int(microseconds) / 1_000_000
+
+
+def _breaker_state(reply: Any) -> BreakerState | None:
+    """A breaker report of lua/breaker_common.lua (times in server microseconds)."""
+    if not reply:
+        return None
+    state, failures, requests, failed, opened, cooldown, next_at, forced, trips, probes = reply[:10]
+    return BreakerState(
+        state=_STATES[_text(state)],
+        failures=int(failures),
+        window_requests=int(requests),
+        window_failures=int(failed),
+        opened_at=None if int(opened) < 0 else _seconds(opened),
+        cooldown=_seconds(cooldown),
+        next_probe_at=None if int(next_at) < 0 else _seconds(next_at),
+        forced=_FORCED[_text(forced)],
+        trips=int(trips),
+        probes=int(probes),
+        changed=bool(int(reply[10])),
+    )
+
+
+def _us(seconds: float) -> str:
+    return repr(seconds * 1_000_000)
+
+
 class RedisStore:
     backend = "redis"
 
@@ -83,6 +128,11 @@ class RedisStore:
         # register_script only hashes the source; EVALSHA loads it on first use per node
         self._limiters: dict[str, Any] = {
             name: self.client.register_script(lua_source(name)) for name in ALGORITHMS
+        }
+        common = lua_source("breaker_common")
+        self._breakers: dict[str, Any] = {
+            name: self.client.register_script(common + "\n" + lua_source(f"breaker_{name}"))
+            for name in BREAKER_SCRIPTS
         }
 
     async def _call(self, work: Awaitable[T]) -> T:
@@ -158,3 +208,47 @@ class RedisStore:
             reset_after=max(reset_us, 0) / 1_000_000,
             retry_after=0.0 if allowed else max(retry_us, 0) / 1_000_000,
         )
+
+    async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        args = [policy.half_open_probes, _us(policy.cooldown), _us(policy.idle_ttl)]
+        reply = await self._call(self._breakers["allow"](keys=[key], args=args))
+        state, allowed, retry_us, probe, changed, failures = reply
+        return BreakerDecision(
+            state=_STATES[_text(state)],
+            allowed=bool(int(allowed)),
+            retry_after=max(_seconds(retry_us), 0.0),
+            probe=bool(int(probe)),
+            changed=bool(int(changed)),
+            failures=int(failures),
+        )
+
+    async def breaker_record(
+        self, key: str, policy: BreakerPolicy, success: bool, probe: bool
+    ) -> BreakerState:
+        args = [
+            int(success),
+            int(probe),
+            policy.failures,
+            repr(policy.failure_ratio or 0.0),
+            _us(policy.window / BREAKER_BUCKETS),
+            policy.min_requests,
+            _us(policy.cooldown),
+            _us(policy.cooldown_cap),
+            repr(policy.cooldown_multiplier),
+            policy.half_open_probes,
+            _us(policy.idle_ttl),
+        ]
+        reply = await self._call(self._breakers["record"](keys=[key], args=args))
+        state = _breaker_state(reply)
+        assert state is not None
+        return state
+
+    async def breaker_read(self, key: str) -> BreakerState | None:
+        return _breaker_state(await self._call(self._breakers["read"](keys=[key], args=[])))
+
+    async def breaker_force(self, key: str, state: ForcedState | None) -> BreakerState | None:
+        reply = await self._call(self._breakers["force"](keys=[key], args=[state or ""]))
+        return _breaker_state(reply)
+
+    async def breaker_reset(self, key: str) -> None:
+        await self._call(self.client.delete(key))
