@@ -128,7 +128,16 @@ def build_app(
         store = store_from_config(config.state)
         await store.start()
         local = MemoryStore(config.state) if config.state.backend != "memory" else None
-        resources = Resources(store, local, base_dir)
+        from spork_cli.breaker import BreakerCache
+
+        prefix = config.state.prefix
+        resources = Resources(
+            store,
+            local,
+            base_dir,
+            BreakerCache(store, prefix),
+            BreakerCache(local, prefix) if local is not None else None,
+        )
         try:
             table = await compile_table(config, None, resources)
         except BaseException:

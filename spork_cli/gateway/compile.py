@@ -27,6 +27,7 @@ from spork_cli.state import StateStore
 if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
+    from spork_cli.breaker import BreakerCache
 
 log = structlog.get_logger("spork.gateway")
 
@@ -40,6 +41,8 @@ class Resources:
     store: StateStore | None = None
     local: StateStore | None = None  # the per-process fallback of on_error = "local"
     base_dir: Path = Path(".")
+    breakers: BreakerCache | None = None  # one per process: its 250 ms cache spans reloads
+    local_breakers: BreakerCache | None = None
 
 
 async def compile_table(
@@ -170,8 +173,8 @@ def _middlewares(
     verifier: Verifier | None,
     resources: Resources,
 ) -> list[Middleware]:
-    """The per-route chain between the dispatcher and the proxy, outermost first:
-    auth, then rate limit (so the authenticated tier knows who is asking)."""
+    """The per-route chain between the dispatcher and the proxy, outermost first: auth, rate
+    limit (so the authenticated tier knows who is asking), then the service's breaker."""
     chain: list[Middleware] = []
     if route.config.auth != "none" and verifier is not None and config.auth is not None:
         from spork_cli.middleware.auth import auth_middleware
@@ -188,6 +191,19 @@ def _middlewares(
                 route.forwarding,
                 resources.store,
                 resources.local,
+            )
+        )
+    breaker = route.pool.config.breaker
+    if breaker is not None and resources.breakers is not None:
+        from spork_cli.middleware.breaker import breaker_middleware
+
+        chain.append(
+            breaker_middleware(
+                route.pool.name,
+                breaker,
+                breaker.on_error or config.state.on_error,
+                resources.breakers,
+                resources.local_breakers,
             )
         )
     return chain

@@ -160,6 +160,7 @@ def route_rows(table: RouteTable) -> list[dict[str, Any]]:
                 ("cache", cfg.cache is not None),
                 ("body_schema", cfg.body_schema is not None),
                 ("cors", cfg.cors is not None),
+                ("breaker", route.pool.config.breaker is not None),
             )
             if on
         ]
