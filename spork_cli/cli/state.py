@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     app.command("instances")(instances)
+    app.add_typer(breakers_app, name="breakers")
 
 
 def _config(path: Path) -> GatewayConfig:
@@ -91,6 +92,138 @@ async def _instances(config: GatewayConfig) -> list[dict[str, Any]]:
 
 
 async def _via_admin(config: GatewayConfig) -> list[dict[str, Any]]:
+    body = await _admin_call(config, "GET", "/api/instances")
+    items = body.get("instances", [])
+    return [i for i in items if isinstance(i, dict)]
+
+
+breakers_app = typer.Typer(help="Circuit breakers: show, or force open/closed, or reset.")
+
+
+@breakers_app.callback(invoke_without_command=True)
+def breakers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every service's breaker (state, failures, opened since, next probe)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    config = _config(ctx.obj)
+    rows = asyncio.run(_breakers(config))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no service has a breaker")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("service", "state", "failures", "window", "opened", "next probe", "forced"):
+        table.add_column(column)
+    now = time.time()
+    for row in rows:
+        opened = row.get("opened_at")
+        probe = row.get("next_probe_at")
+        table.add_row(
+            str(row["service"]),
+            str(row.get("state")),
+            str(row.get("failures", 0)),
+            f"{row.get('window_failures', 0)}/{row.get('window_requests', 0)}",
+            _ago(now - float(opened)) if opened else "-",
+            ("in " + _ago(float(probe) - now, suffix="")) if probe and probe > now else "-",
+            str(row.get("forced") or "-"),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
+
+
+def _breaker_command(action: str) -> Any:
+    def command(
+        ctx: typer.Context,
+        service: Annotated[str, typer.Argument(help="Service name.")],
+    ) -> None:
+        import asyncio
+
+        config = _config(ctx.obj)
+        if config.service(service) is None:
+            raise UsageError(f"no service named {service!r} in {ctx.obj}")
+        if config.service(service).breaker is None:  # type: ignore[union-attr]
+            raise UsageError(f"service {service!r} has no [services.breaker]")
+        where = asyncio.run(_breaker_action(config, service, action))
+        typer.echo(f"breaker of {service}: {action} ({where})")
+
+    command.__doc__ = {
+        "open": "Force the breaker open on every instance (until close or reset).",
+        "close": "Force the breaker closed on every instance (until open or reset).",
+        "reset": "Forget the breaker's state and any forced state.",
+    }[action]
+    return command
+
+
+for _action in ("open", "close", "reset"):
+    breakers_app.command(_action)(_breaker_command(_action))
+
+
+async def _breakers(config: GatewayConfig) -> list[dict[str, Any]]:
+    if config.state.backend != "redis":
+        body = await _admin_call(config, "GET", "/api/breakers")
+        rows = body.get("breakers", [])
+        return [r for r in rows if isinstance(r, dict)]
+    from dataclasses import asdict
+
+    from spork_cli.errors import StateError
+    from spork_cli.state import breaker_key, store_from_config
+
+    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
+    rows = []
+    try:
+        for service in config.services:
+            if service.breaker is None:
+                continue
+            state = await store.breaker_read(breaker_key(config.state.prefix, service.name))
+            row: dict[str, Any] = {"service": service.name}
+            row.update(asdict(state) if state is not None else {"state": "closed"})
+            row.pop("changed", None)
+            rows.append(row)
+    except StateError as exc:
+        raise UsageError(f"cannot reach the state store: {exc}") from exc
+    finally:
+        await store.close()
+    return rows
+
+
+async def _breaker_action(config: GatewayConfig, service: str, action: str) -> str:
+    if config.state.backend != "redis":
+        await _admin_call(
+            config, "POST", "/api/breakers", params={"service": service, "action": action}
+        )
+        return "through the running gateway"
+    from spork_cli.errors import StateError
+    from spork_cli.state import breaker_key, store_from_config
+
+    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
+    key = breaker_key(config.state.prefix, service)
+    try:
+        if action == "reset":
+            await store.breaker_reset(key)
+        else:
+            await store.breaker_force(key, "open" if action == "open" else "closed")
+    except StateError as exc:
+        raise UsageError(f"cannot reach the state store: {exc}") from exc
+    finally:
+        await store.close()
+    return f"in {config.state.url}; every instance sees it within 250 ms"
+
+
+async def _admin_call(
+    config: GatewayConfig, method: str, path: str, params: dict[str, str] | None = None
+) -> dict[str, Any]:
     import aiohttp
 
     from spork_cli.cli.token import _admin
@@ -99,15 +232,15 @@ async def _via_admin(config: GatewayConfig) -> list[dict[str, Any]]:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
-            session.get(f"{base}/api/instances", headers=headers) as response,
+            session.request(method, base + path, params=params, headers=headers) as response,
         ):
             if response.status != 200:
-                raise UsageError(f"the gateway answered {response.status}")
+                detail = (await response.text())[:200]
+                raise UsageError(f"the gateway answered {response.status}: {detail}")
             body = await response.json()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UsageError(
             f"cannot reach the running gateway's admin API at {base} (memory state lives in "
             "the gateway process; is `spork serve` running?)"
         ) from exc
-    items = body.get("instances", [])
-    return [i for i in items if isinstance(i, dict)]
+    return body if isinstance(body, dict) else {}

@@ -119,6 +119,64 @@ async def instances(request: web.Request) -> web.Response:
     return _json({"instances": [orjson.loads(v) for v in found.values()]})
 
 
+async def breakers(request: web.Request) -> web.Response:
+    """GET /api/breakers: every service's breaker as stored (services without one omitted)."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    from dataclasses import asdict
+
+    from spork_cli.state import breaker_key
+
+    config = holder.current.config
+    found = []
+    try:
+        for service in config.services:
+            if service.breaker is None:
+                continue
+            key = breaker_key(config.state.prefix, service.name)
+            state = await holder.resources.store.breaker_read(key)
+            row: dict[str, object] = {"service": service.name}
+            row.update(asdict(state) if state is not None else {"state": "closed"})
+            row.pop("changed", None)
+            found.append(row)
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+    return _json({"breakers": found})
+
+
+async def breaker_action(request: web.Request) -> web.Response:
+    """POST /api/breakers?service=S&action=open|close|reset|clear."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    from spork_cli.state import breaker_key
+
+    config = holder.current.config
+    service = request.query.get("service", "")
+    action = request.query.get("action", "")
+    if config.service(service) is None:
+        return _problem(404, "unknown-service", f"no service named {service!r}")
+    key = breaker_key(config.state.prefix, service)
+    store = holder.resources.store
+    try:
+        if action == "open":
+            await store.breaker_force(key, "open")
+        elif action == "close":
+            await store.breaker_force(key, "closed")
+        elif action == "clear":
+            await store.breaker_force(key, None)
+        elif action == "reset":
+            await store.breaker_reset(key)
+        else:
+            return _problem(400, "bad-request", "action must be open, close, clear or reset")
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+    if holder.resources.breakers is not None:
+        holder.resources.breakers.invalidate(service)
+    return _json({"service": service, "action": action})
+
+
 def _problem(status: int, slug: str, detail: str) -> web.Response:
     from spork_cli.middleware.errors import problem_response
 
@@ -147,5 +205,7 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/health/services", services)
     app.router.add_post("/api/revocations", revoke)
     app.router.add_get("/api/instances", instances)
+    app.router.add_get("/api/breakers", breakers)
+    app.router.add_post("/api/breakers", breaker_action)
     app.router.add_get("/api/revocations", revocation)
     return app
