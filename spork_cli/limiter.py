@@ -35,8 +35,8 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from spork_cli.config.model import RateLimit, RateTier
-from spork_cli.state import Algorithm, LimitResult, StateStore, limit_capacity
+from spork_cli.config.model import GatewayConfig, RateLimit, RateTier, Route
+from spork_cli.state import Algorithm, LimitResult, StateStore, limit_capacity, limit_key
 
 __all__ = ["Limit", "LimitResult", "acquire", "client_key", "headers"]
 
@@ -70,6 +70,7 @@ async def acquire(store: StateStore, key: str, limit: Limit, cost: int = 1) -> L
     """Take ``cost`` from the limiter at ``key``; a limit of zero requests denies without I/O."""
     if limit.rate == 0:
         return LimitResult(False, 0, 0, limit.period, limit.period)
+    # cost 0 reads the state without taking from it
     return await store.rate_limit(key, limit.algorithm, limit.rate, limit.period, limit.burst, cost)
 
 
@@ -149,3 +150,67 @@ def headers(result: LimitResult, limit: Limit) -> dict[str, str]:
     if not result.allowed:
         out["Retry-After"] = str(max(_seconds(result.retry_after), 1))
     return out
+
+
+# -- looking inside (the CLI and the admin API; never on the request path) ---------------------
+
+
+def _glob(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in text)
+
+
+def limited_routes(config: GatewayConfig, route: str | None = None) -> list[tuple[str, Route]]:
+    """(route id, route) of every rate-limited route, or of the one named (by id or path)."""
+    found = [
+        (r.route_id, r)
+        for r in config.routes
+        if r.rate_limit is not None and (route is None or route in (r.route_id, r.path))
+    ]
+    return found
+
+
+async def limit_rows(
+    store: StateStore, config: GatewayConfig, route: str | None = None, key: str | None = None
+) -> list[dict[str, object]]:
+    """What each client of each limited route has left, read without taking from it."""
+    prefix = config.state.prefix
+    rows: list[dict[str, object]] = []
+    for route_id, cfg in limited_routes(config, route):
+        assert cfg.rate_limit is not None
+        tiers = [("", Limit.from_config(cfg.rate_limit))]
+        if cfg.rate_limit.authenticated is not None:
+            tiers.append((":auth", Limit.from_config(cfg.rate_limit, authenticated=True)))
+        for suffix, limit in tiers:
+            head = limit_key(prefix, route_id + suffix, "")[:-1]  # up to the client part
+            for stored in sorted(await store.scan(_glob(head) + "*}")):
+                client = stored[len(head) : -1]
+                if client.startswith("auth:") or (key is not None and key not in client):
+                    continue  # the authenticated tier's keys share the anonymous prefix
+                result = await acquire(store, stored, limit, cost=0)
+                rows.append(
+                    {
+                        "route": route_id,
+                        "tier": "authenticated" if suffix else "anonymous",
+                        "client": client,
+                        "limit": result.limit,
+                        "remaining": result.remaining,
+                        "reset_after": round(result.reset_after, 3),
+                    }
+                )
+    return rows
+
+
+async def reset_limits(
+    store: StateStore, config: GatewayConfig, route: str, key: str | None = None
+) -> int:
+    """Forget the limiter state of ``route`` (every client, or those whose key contains
+    ``key``); returns how many keys were deleted."""
+    prefix = config.state.prefix
+    doomed: set[str] = set()
+    for route_id, _ in limited_routes(config, route):
+        for suffix in ("", ":auth"):
+            head = limit_key(prefix, route_id + suffix, "")[:-1]
+            for stored in await store.scan(_glob(head) + "*}"):
+                if key is None or key in stored[len(head) : -1]:
+                    doomed.add(stored)
+    return await store.delete(sorted(doomed)) if doomed else 0

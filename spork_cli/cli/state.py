@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     app.command("instances")(instances)
     app.add_typer(breakers_app, name="breakers")
+    app.command("limits")(limits)
 
 
 def _config(path: Path) -> GatewayConfig:
@@ -244,3 +245,103 @@ async def _admin_call(
             "the gateway process; is `spork serve` running?)"
         ) from exc
     return body if isinstance(body, dict) else {}
+
+
+def limits(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="[ROUTE] to show one route, or: reset ROUTE [KEY].", show_default=False
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only clients whose key has K.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rate limits: what each client has left (`spork limits [ROUTE]`), or forget them
+    (`spork limits reset ROUTE [KEY]`)."""
+    import asyncio
+
+    words = list(args or [])
+    config = _config(ctx.obj)
+    if words[:1] == ["reset"]:
+        if len(words) not in (2, 3):
+            raise UsageError("usage: spork limits reset ROUTE [KEY]")
+        route, client = words[1], (words[2] if len(words) == 3 else None)
+        _known_route(config, route)
+        deleted = asyncio.run(_limits_reset(config, route, client))
+        typer.echo(f"reset {deleted} limiter key{'s' if deleted != 1 else ''} of {route}")
+        return
+    if len(words) > 1:
+        raise UsageError("usage: spork limits [ROUTE] [--key K] | spork limits reset ROUTE [KEY]")
+    shown = words[0] if words else None
+    if shown is not None:
+        _known_route(config, shown)
+    rows = asyncio.run(_limits(config, shown, key))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no client has used a rate-limited route yet")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("route", "tier", "client", "remaining", "full again in"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["route"]),
+            str(row["tier"]),
+            str(row["client"]),
+            f"{row['remaining']}/{row['limit']}",
+            _ago(float(row["reset_after"]), suffix=""),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
+
+
+def _known_route(config: GatewayConfig, route: str) -> None:
+    from spork_cli.limiter import limited_routes
+
+    if not limited_routes(config, route):
+        raise UsageError(f"no rate-limited route is named {route!r}")
+
+
+async def _limits(config: GatewayConfig, route: str | None, key: str | None) -> list[Any]:
+    if config.state.backend != "redis":
+        params = {k: v for k, v in (("route", route), ("key", key)) if v}
+        body = await _admin_call(config, "GET", "/api/limits", params=params)
+        return [r for r in body.get("limits", []) if isinstance(r, dict)]
+    from spork_cli.errors import StateError
+    from spork_cli.limiter import limit_rows
+    from spork_cli.state import store_from_config
+
+    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
+    try:
+        return await limit_rows(store, config, route, key)
+    except StateError as exc:
+        raise UsageError(f"cannot reach the state store: {exc}") from exc
+    finally:
+        await store.close()
+
+
+async def _limits_reset(config: GatewayConfig, route: str, key: str | None) -> int:
+    if config.state.backend != "redis":
+        params = {"route": route} | ({"key": key} if key else {})
+        body = await _admin_call(config, "POST", "/api/limits", params=params)
+        return int(body.get("deleted", 0))
+    from spork_cli.errors import StateError
+    from spork_cli.limiter import reset_limits
+    from spork_cli.state import store_from_config
+
+    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
+    try:
+        return await reset_limits(store, config, route, key)
+    except StateError as exc:
+        raise UsageError(f"cannot reach the state store: {exc}") from exc
+    finally:
+        await store.close()

@@ -177,6 +177,27 @@ async def breaker_action(request: web.Request) -> web.Response:
     return _json({"service": service, "action": action})
 
 
+async def limits(request: web.Request) -> web.Response:
+    """GET /api/limits?route=&key=: what each client has left. POST: reset (route required)."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    from spork_cli.limiter import limit_rows, reset_limits
+
+    route = request.query.get("route") or None
+    key = request.query.get("key") or None
+    config = holder.current.config
+    try:
+        if request.method == "POST":
+            if route is None:
+                return _problem(400, "bad-request", "name the route to reset: ?route=...")
+            deleted = await reset_limits(holder.resources.store, config, route, key)
+            return _json({"route": route, "deleted": deleted})
+        return _json({"limits": await limit_rows(holder.resources.store, config, route, key)})
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+
+
 def _problem(status: int, slug: str, detail: str) -> web.Response:
     from spork_cli.middleware.errors import problem_response
 
@@ -206,6 +227,8 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_post("/api/revocations", revoke)
     app.router.add_get("/api/instances", instances)
     app.router.add_get("/api/breakers", breakers)
+    app.router.add_get("/api/limits", limits)
+    app.router.add_post("/api/limits", limits)
     app.router.add_post("/api/breakers", breaker_action)
     app.router.add_get("/api/revocations", revocation)
     return app

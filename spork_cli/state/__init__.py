@@ -45,8 +45,9 @@ def check_limit_args(algorithm: str, rate: int, period: float, burst: int, cost:
     """Validate the arguments of ``rate_limit`` (same rules on every backend); the capacity."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown rate limit algorithm {algorithm!r}")
-    if rate < 1 or period <= 0 or burst < 0 or cost < 1:
-        raise ValueError("rate_limit needs rate >= 1, period > 0, burst >= 0 and cost >= 1")
+    # A cost of 0 reads the limiter without taking from it (what `spork limits` shows).
+    if rate < 1 or period <= 0 or burst < 0 or cost < 0:
+        raise ValueError("rate_limit needs rate >= 1, period > 0, burst >= 0 and cost >= 0")
     capacity = limit_capacity(algorithm, rate, burst)
     if cost > capacity:
         raise ValueError(f"a cost of {cost} can never fit a capacity of {capacity}")
@@ -153,6 +154,11 @@ class StateStore(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def scan(self, match: str, limit: int = 10_000) -> list[str]:
+        """Keys matching a glob pattern (for the CLI; never on the request path)."""
+
+    async def delete(self, keys: list[str]) -> int: ...
 
     async def ping(self) -> None:
         """Raise StateError when the store cannot be reached."""

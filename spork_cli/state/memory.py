@@ -12,6 +12,7 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from typing import Any
 
 import orjson
@@ -94,6 +95,18 @@ class MemoryStore:
         self._data[key] = (expires, value)
         while len(self._data) > self.max_keys:
             self._data.popitem(last=False)
+
+    async def scan(self, match: str, limit: int = 10_000) -> list[str]:
+        found = []
+        for key in list(self._data):
+            if fnmatchcase(key, match) and self._get(key) is not None:
+                found.append(key)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def delete(self, keys: list[str]) -> int:
+        return sum(self._data.pop(key, None) is not None for key in keys)
 
     async def revoke(self, jti: str, ttl: float) -> None:
         if ttl > 0:

@@ -153,6 +153,31 @@ class RedisStore:
     async def ping(self) -> None:
         await self._call(self.client.ping())
 
+    async def scan(self, match: str, limit: int = 10_000) -> list[str]:
+        found: list[str] = []
+
+        async def collect() -> None:
+            async for key in self.client.scan_iter(match=match, count=500):
+                found.append(key.decode() if isinstance(key, bytes) else str(key))
+                if len(found) >= limit:
+                    return
+
+        try:
+            async with asyncio.timeout(max(self.timeout, 5.0)):
+                await collect()
+        except TimeoutError as exc:
+            raise StateError("Redis did not answer in time while listing keys") from exc
+        except (RedisError, OSError) as exc:
+            raise StateError(f"Redis failed: {exc}") from exc
+        return found
+
+    async def delete(self, keys: list[str]) -> int:
+        deleted = 0
+        # One key per call: keys of different entities live in different cluster slots.
+        for key in keys:
+            deleted += int(await self._call(self.client.delete(key)))
+        return deleted
+
     async def revoke(self, jti: str, ttl: float) -> None:
         if ttl > 0:
             milliseconds = max(1, int(ttl * 1000))
