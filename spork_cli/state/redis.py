@@ -143,6 +143,10 @@ class RedisStore:
             raise StateError(f"Redis did not answer within {self.timeout * 1000:g} ms") from exc
         except (RedisError, OSError) as exc:
             raise StateError(f"Redis failed: {exc}") from exc
+        except Exception as exc:
+            # The client's own bugs under cancellation (seen: a connection whose writer is
+            # gone) must follow on_error like any other failure, never become a 500.
+            raise StateError(f"Redis client failed: {type(exc).__name__}: {exc}") from exc
 
     async def start(self) -> None:
         return None

@@ -51,7 +51,9 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         url = request.getfixturevalue(fixture)
         # 256 connections: the concurrency test sends 200 calls at once, and the cluster client
         # refuses (rather than queues) calls beyond its pool
-        store = store_from_config(State(backend="redis", url=url, timeout="500ms", pool_size=256))
+        # A generous timeout: 200 concurrent calls on two cores can queue for a while, and
+        # timing out is not what these tests are about.
+        store = store_from_config(State(backend="redis", url=url, timeout="3s", pool_size=256))
     await store.start()
     try:
         yield Backend(request.param, store, now)
