@@ -15,16 +15,15 @@ from typing import Any, NamedTuple
 import jwt
 
 from spork_cli.auth import TokenRejected
-from spork_cli.auth.verify import (
+from spork_cli.auth.claims import (
     CLAIM_CHECKS,
     Mode,
-    Verifier,
     human_duration,
     identity_of,
     missing,
-    parse_header,
     time_claim,
 )
+from spork_cli.auth.verify import Verifier, parse_header
 
 NOT_VERIFIED = "decoded WITHOUT verifying the signature: anyone could have written these claims"
 

@@ -69,7 +69,7 @@ def instances(
 
 
 def _ago(seconds: float, suffix: str = " ago") -> str:
-    from spork_cli.auth.verify import human_duration
+    from spork_cli.auth.claims import human_duration
 
     return human_duration(max(seconds, 0)) + suffix
 

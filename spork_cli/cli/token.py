@@ -342,7 +342,7 @@ async def _revoke_via_admin(config: GatewayConfig, jti: str, seconds: float) -> 
 
 
 def _human(seconds: float) -> str:
-    from spork_cli.auth.verify import human_duration
+    from spork_cli.auth.claims import human_duration
 
     return human_duration(seconds)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from spork_cli.auth.verify import Identity
+    from spork_cli.auth.claims import Identity
 
 # Typed per-request storage shared by the dispatcher, the middlewares and the proxy.
 REQUEST_ID = web.RequestKey("spork.request_id", str)

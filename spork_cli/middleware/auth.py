@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from spork_cli.auth import TokenRejected
-from spork_cli.auth.verify import Identity, extract_token, missing
+from spork_cli.auth.claims import Identity, missing
+from spork_cli.auth.verify import extract_token
 from spork_cli.middleware import IDENTITY, Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from spork_cli.auth import TokenRejected
+from spork_cli.auth.claims import human_duration
 from spork_cli.auth.explain import Check, accepted, describe_time, explain_checks, inspect
 from spork_cli.auth.mint import mint
-from spork_cli.auth.verify import Verifier, human_duration
+from spork_cli.auth.verify import Verifier
 from tests.auth.keyring import (
     NOW,
     OTHER_SECRET,

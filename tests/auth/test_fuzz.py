@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spork_cli.auth import TokenRejected
+from spork_cli.auth.claims import Identity
 from spork_cli.auth.explain import explain_checks, inspect
-from spork_cli.auth.verify import Identity, Verifier, extract_token
+from spork_cli.auth.verify import Verifier, extract_token
 from tests.auth.keyring import (
     NOW,
     SECRET,

@@ -11,8 +11,9 @@ import pytest
 from multidict import CIMultiDict
 
 from spork_cli.auth import KeyLoadError, TokenRejected
+from spork_cli.auth.claims import Identity, missing
 from spork_cli.auth.mint import mint
-from spork_cli.auth.verify import Identity, Verifier, extract_token, missing
+from spork_cli.auth.verify import Verifier, extract_token
 from tests.auth.keyring import (
     NOW,
     OTHER_SECRET,
