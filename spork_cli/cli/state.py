@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -105,6 +106,7 @@ breakers_app = typer.Typer(help="Circuit breakers: show, or force open/closed, o
 def breakers(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
 ) -> None:
     """Show every service's breaker (state, failures, opened since, next probe)."""
     if ctx.invoked_subcommand is not None:
@@ -112,14 +114,12 @@ def breakers(
     import asyncio
 
     config = _config(ctx.obj)
-    rows = asyncio.run(_breakers(config))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
+    _show(lambda: asyncio.run(_breakers(config)), _breakers_table, as_json, watch)
+
+
+def _breakers_table(rows: list[dict[str, Any]]) -> Any:
     if not rows:
-        typer.echo("no service has a breaker")
-        return
-    from rich.console import Console
+        return "no service has a breaker"
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -138,10 +138,53 @@ def breakers(
             ("in " + _ago(float(probe) - now, suffix="")) if probe and probe > now else "-",
             str(row.get("forced") or "-"),
         )
+    return table
+
+
+def _show(
+    fetch: Callable[[], list[dict[str, Any]]],
+    render: Callable[[list[dict[str, Any]]], Any],
+    as_json: bool,
+    watch: bool,
+    interval: float = 1.0,
+) -> None:
+    """Print once, or (``watch``) refresh until interrupted: in place on a terminal, as a new
+    timestamped block per refresh otherwise."""
+    from rich.console import Console
+
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    console.print(table)
+
+    def view() -> Any:
+        rows = fetch()
+        return json.dumps(rows, indent=2) if as_json else render(rows)
+
+    def emit(shown: Any) -> None:
+        # Plain text (JSON, messages) is written as is: rich would read "[...]" as markup.
+        if isinstance(shown, str):
+            typer.echo(shown)
+        else:
+            console.print(shown)
+
+    if not watch:
+        emit(view())
+        return
+    try:
+        if console.is_terminal and not as_json:
+            from rich.live import Live
+
+            with Live(view(), console=console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)  # the refresh period, by design
+                    live.update(view(), refresh=True)
+        while True:
+            if not as_json:
+                typer.echo(time.strftime("%H:%M:%S"))
+            emit(view())
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
 def _breaker_command(action: str) -> Any:
@@ -257,6 +300,7 @@ def limits(
     ] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only clients whose key has K.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
 ) -> None:
     """Rate limits: what each client has left (`spork limits [ROUTE]`), or forget them
     (`spork limits reset ROUTE [KEY]`)."""
@@ -277,14 +321,12 @@ def limits(
     shown = words[0] if words else None
     if shown is not None:
         _known_route(config, shown)
-    rows = asyncio.run(_limits(config, shown, key))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
+    _show(lambda: asyncio.run(_limits(config, shown, key)), _limits_table, as_json, watch)
+
+
+def _limits_table(rows: list[dict[str, Any]]) -> Any:
     if not rows:
-        typer.echo("no client has used a rate-limited route yet")
-        return
-    from rich.console import Console
+        return "no client has used a rate-limited route yet"
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -298,10 +340,7 @@ def limits(
             f"{row['remaining']}/{row['limit']}",
             _ago(float(row["reset_after"]), suffix=""),
         )
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    console.print(table)
+    return table
 
 
 def _known_route(config: GatewayConfig, route: str) -> None:

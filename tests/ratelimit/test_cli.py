@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support import SporkRunner, SporkServer, Upstream, free_ports, gateway_toml
+from tests.support import (
+    SporkRunner,
+    SporkServer,
+    Upstream,
+    free_ports,
+    gateway_toml,
+    spork_env,
+)
 
 LIMIT = 'rate_limit = { requests = 5, per = "1m", key = ["header:X-Client"] }'
 
@@ -68,3 +79,40 @@ def test_unknown_route_is_a_usage_error(
     result = run_spork("-c", str(config), "limits", "/api/")
     assert result.returncode == 2
     assert "no rate-limited route is named '/api/'" in result.stderr
+
+
+def test_watch_refreshes_until_interrupted(tmp_path: Path, redis_url: str) -> None:
+    port, admin = free_ports(2)
+    config = tmp_path / "g.toml"
+    config.write_text(
+        gateway_toml(
+            port,
+            admin,
+            {"svc": "http://127.0.0.1:9"},
+            {"/api/": "svc"},
+            route_extra=LIMIT,
+            extra=f'[state]\nbackend = "redis"\nurl = "{redis_url}"',
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spork_cli", "-c", str(config), "limits", "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=spork_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        seen = [proc.stdout.readline() for _ in range(4)]
+        # A timestamp and the (empty) view, then the same again a refresh later.
+        assert sum("no client has used a rate-limited route yet" in line for line in seen) == 2
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
