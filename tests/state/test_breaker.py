@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,62 +19,29 @@ from spork_cli.breaker import BreakerCache, BreakerPolicy, is_failure
 from spork_cli.config.model import Breaker, State
 from spork_cli.state import BreakerDecision, BreakerState, breaker_key, store_from_config
 from spork_cli.state.memory import MemoryStore
+from tests.state.conftest import Backend
 
-BACKENDS = ["memory", "redis", "cluster"]
 PREFIX = "spork"
 KEY = breaker_key(PREFIX, "demo")
 # Short cooldowns so that Redis tests wait for real time only a few hundred ms.
 COOLDOWN = 0.15
 
 
-@dataclass
-class Backend:
-    """A store plus a way to let time pass: the injected clock for memory, real time for Redis."""
-
-    name: str
-    store: Any
-    now: list[float]
-
-    async def wait(self, seconds: float) -> None:
-        if self.name == "memory":
-            self.now[0] += seconds
-        else:
-            # time passing, not synchronisation; a little over so the server clock has moved
-            await asyncio.sleep(seconds + 0.01)
-
-    async def trip(self, policy: BreakerPolicy) -> BreakerState:
-        state = None
-        for _ in range(policy.failures):
-            state = await self.store.breaker_record(KEY, policy, False, False)
-        assert state is not None and state.state == "open" and state.changed
-        return state
-
-    async def ttl(self) -> float | None:
-        """Seconds until the breaker key expires; None when it never does."""
-        if self.name == "memory":
-            expires, _ = self.store._data[KEY]
-            return None if expires is None else expires - self.now[0]
-        milliseconds = await self.store.client.pttl(KEY)
-        return None if milliseconds == -1 else milliseconds / 1000
+async def trip(backend: Backend, policy: BreakerPolicy) -> BreakerState:
+    state = None
+    for _ in range(policy.failures):
+        state = await backend.store.breaker_record(KEY, policy, False, False)
+    assert state is not None and state.state == "open" and state.changed
+    return state
 
 
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    now = [1000.0]
-    store: Any
-    if request.param == "memory":
-        store = MemoryStore(State(), clock=lambda: now[0])
-    else:
-        fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
-        url = request.getfixturevalue(fixture)
-        # the concurrency test sends 50 calls at once; the cluster client refuses (rather than
-        # queues) calls beyond its pool
-        store = store_from_config(State(backend="redis", url=url, timeout="500ms", pool_size=64))
-    await store.start()
-    try:
-        yield Backend(request.param, store, now)
-    finally:
-        await store.close()
+async def time_to_live(backend: Backend) -> float | None:
+    """Seconds until the breaker key expires; None when it never does."""
+    if backend.name == "memory":
+        expires, _ = backend.store._data[KEY]
+        return None if expires is None else expires - backend.now[0]
+    milliseconds = await backend.store.client.pttl(KEY)
+    return None if milliseconds == -1 else milliseconds / 1000
 
 
 def policy(**changes: Any) -> BreakerPolicy:
@@ -153,7 +119,7 @@ async def test_the_ratio_counts_only_within_the_window(backend: Backend) -> None
 
 async def test_open_denies_until_the_cooldown_is_over(backend: Backend) -> None:
     p = policy()
-    await backend.trip(p)
+    await trip(backend, p)
     denied = await backend.store.breaker_allow(KEY, p)
     assert (denied.state, denied.allowed, denied.probe) == ("open", False, False)
     assert COOLDOWN - 0.1 < denied.retry_after <= COOLDOWN + 1e-6
@@ -168,7 +134,7 @@ async def test_open_denies_until_the_cooldown_is_over(backend: Backend) -> None:
 
 async def test_half_open_admits_exactly_the_probes(backend: Backend) -> None:
     p = policy(half_open_probes=2)
-    await backend.trip(p)
+    await trip(backend, p)
     await backend.wait(COOLDOWN)
     decisions = [await backend.store.breaker_allow(KEY, p) for _ in range(4)]
     assert [d.probe for d in decisions] == [True, True, False, False]
@@ -185,7 +151,7 @@ async def test_half_open_admits_exactly_the_probes(backend: Backend) -> None:
 
 async def test_probe_successes_close_it(backend: Backend) -> None:
     p = policy(half_open_probes=2)
-    await backend.trip(p)
+    await trip(backend, p)
     await backend.wait(COOLDOWN)
     assert (await backend.store.breaker_allow(KEY, p)).probe
     assert (await backend.store.breaker_allow(KEY, p)).probe
@@ -199,7 +165,7 @@ async def test_probe_successes_close_it(backend: Backend) -> None:
 
 async def test_probe_failure_reopens_with_a_growing_capped_cooldown(backend: Backend) -> None:
     p = policy(failures=1, cooldown=0.1, cooldown_multiplier=2.0, max_cooldown=0.3)
-    state = await backend.trip(p)
+    state = await trip(backend, p)
     cooldowns = [state.cooldown]
     for _ in range(2):
         await backend.wait(state.cooldown)
@@ -214,13 +180,13 @@ async def test_probe_failure_reopens_with_a_growing_capped_cooldown(backend: Bac
     await backend.wait(state.cooldown)
     assert (await backend.store.breaker_allow(KEY, p)).probe
     assert (await backend.store.breaker_record(KEY, p, True, True)).state == "closed"
-    state = await backend.trip(p)  # a successful close ends the series
+    state = await trip(backend, p)  # a successful close ends the series
     assert (state.trips, state.cooldown) == (1, pytest.approx(0.1))
 
 
 async def test_an_unanswered_probe_frees_its_slot_after_a_cooldown(backend: Backend) -> None:
     p = policy()
-    await backend.trip(p)
+    await trip(backend, p)
     await backend.wait(COOLDOWN)
     assert (await backend.store.breaker_allow(KEY, p)).probe
     assert not (await backend.store.breaker_allow(KEY, p)).allowed
@@ -237,14 +203,14 @@ async def test_forced_states_are_honoured_and_cleared(backend: Backend) -> None:
     assert (denied.state, denied.allowed, denied.retry_after) == ("open", False, COOLDOWN)
     ignored = await backend.store.breaker_record(KEY, p, False, False)  # nothing counts
     assert (ignored.state, ignored.failures, ignored.forced) == ("open", 0, "open")
-    assert await backend.ttl() is None  # a force is kept until cleared
+    assert await time_to_live(backend) is None  # a force is kept until cleared
 
     cleared = await backend.store.breaker_force(KEY, None)
     assert (cleared.state, cleared.forced) == ("closed", None)
     assert (await backend.store.breaker_allow(KEY, p)).allowed
-    assert await backend.ttl() is not None
+    assert await time_to_live(backend) is not None
 
-    await backend.trip(p)
+    await trip(backend, p)
     held = await backend.store.breaker_force(KEY, "closed")
     assert (held.state, held.forced, held.opened_at) == ("closed", "closed", None)
     allowed = await backend.store.breaker_allow(KEY, p)
@@ -261,7 +227,7 @@ async def test_clearing_no_force_on_no_breaker_is_a_no_op(backend: Backend) -> N
 
 async def test_reset_forgets_everything(backend: Backend) -> None:
     p = policy()
-    await backend.trip(p)
+    await trip(backend, p)
     await backend.store.breaker_force(KEY, "open")
     await backend.store.breaker_reset(KEY)
     assert await backend.store.breaker_read(KEY) is None
@@ -273,7 +239,7 @@ async def test_reset_forgets_everything(backend: Backend) -> None:
 async def test_read_gives_what_the_cli_shows(backend: Backend) -> None:
     p = policy(failure_ratio=0.9, window=60.0)
     before = time.time()
-    opened = await backend.trip(p)
+    opened = await trip(backend, p)
     state = await backend.store.breaker_read(KEY)
     assert state is not None and state.opened_at is not None and opened.opened_at is not None
     # memory reports times on the wall clock at the moment of the call: equal within a ms
@@ -296,7 +262,7 @@ async def test_read_gives_what_the_cli_shows(backend: Backend) -> None:
 async def test_an_idle_breaker_expires(backend: Backend) -> None:
     p = policy(max_cooldown=0.2)
     await backend.store.breaker_record(KEY, p, False, False)
-    ttl = await backend.ttl()
+    ttl = await time_to_live(backend)
     assert p.idle_ttl == pytest.approx(0.6)
     assert ttl is not None and 0.5 < ttl <= p.idle_ttl + 0.002  # Redis rounds up to the ms
     if backend.name == "memory":
@@ -306,7 +272,7 @@ async def test_an_idle_breaker_expires(backend: Backend) -> None:
 
 async def test_concurrent_allows_in_half_open_admit_exactly_the_probes(backend: Backend) -> None:
     p = policy(half_open_probes=3)
-    await backend.trip(p)
+    await trip(backend, p)
     await backend.wait(COOLDOWN)
     decisions = await asyncio.gather(*(backend.store.breaker_allow(KEY, p) for _ in range(50)))
     assert sum(d.probe for d in decisions) == 3
@@ -317,7 +283,7 @@ async def test_concurrent_allows_in_half_open_admit_exactly_the_probes(backend: 
 
 async def test_breakers_are_independent(backend: Backend) -> None:
     p = policy()
-    await backend.trip(p)
+    await trip(backend, p)
     other = breaker_key(PREFIX, "other")
     assert (await backend.store.breaker_allow(other, p)).allowed
     assert await backend.store.breaker_read(other) is None

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -19,46 +17,9 @@ from spork_cli.config.model import RateLimit, State
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.state import ALGORITHMS, LimitResult, limit_key, store_from_config
 from spork_cli.state.memory import MemoryStore
+from tests.state.conftest import Backend
 
-BACKENDS = ["memory", "redis", "cluster"]
 PREFIX = "spork"
-
-
-@dataclass
-class Backend:
-    """A store plus a way to let time pass: the injected clock for memory, real time for Redis."""
-
-    name: str
-    store: Any
-    now: list[float]
-
-    async def wait(self, seconds: float) -> None:
-        if self.name == "memory":
-            self.now[0] += seconds
-        else:
-            # time passing, not synchronisation; a little over so the server clock has moved
-            await asyncio.sleep(seconds + 0.01)
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    now = [1000.0]
-    store: Any
-    if request.param == "memory":
-        store = MemoryStore(State(), clock=lambda: now[0])
-    else:
-        fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
-        url = request.getfixturevalue(fixture)
-        # 256 connections: the concurrency test sends 200 calls at once, and the cluster client
-        # refuses (rather than queues) calls beyond its pool
-        # A generous timeout: 200 concurrent calls on two cores can queue for a while, and
-        # timing out is not what these tests are about.
-        store = store_from_config(State(backend="redis", url=url, timeout="3s", pool_size=256))
-    await store.start()
-    try:
-        yield Backend(request.param, store, now)
-    finally:
-        await store.close()
 
 
 def key(client: str = "ip=10.0.0.1", route: str = "/api/limited/") -> str:

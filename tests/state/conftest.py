@@ -1,0 +1,54 @@
+"""The store on every backend: memory (with an injected clock), a real redis-server and a real
+3-node Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from spork_cli.config.model import State
+from spork_cli.state import store_from_config
+from spork_cli.state.memory import MemoryStore
+
+BACKENDS = ["memory", "redis", "cluster"]
+
+
+@dataclass
+class Backend:
+    """A store plus a way to let time pass: the injected clock for memory, real time for Redis."""
+
+    name: str
+    store: Any
+    now: list[float]
+
+    async def wait(self, seconds: float) -> None:
+        if self.name == "memory":
+            self.now[0] += seconds
+        else:
+            # time passing, not synchronisation; a little over so the server clock has moved
+            await asyncio.sleep(seconds + 0.01)
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    now = [1000.0]
+    store: Any
+    if request.param == "memory":
+        store = MemoryStore(State(), clock=lambda: now[0])
+    else:
+        fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
+        url = request.getfixturevalue(fixture)
+        # 256 connections: the concurrency tests send up to 200 calls at once, and the cluster
+        # client refuses (rather than queues) calls beyond its pool. A generous timeout: that
+        # many calls on two cores can queue for a while, and timing out is not what these
+        # tests are about.
+        store = store_from_config(State(backend="redis", url=url, timeout="3s", pool_size=256))
+    await store.start()
+    try:
+        yield Backend(request.param, store, now)
+    finally:
+        await store.close()
