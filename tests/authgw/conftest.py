@@ -13,19 +13,15 @@ import hashlib
 import hmac
 import json
 import secrets
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import jwt
 import orjson
 import pytest
-import tomlkit
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
@@ -35,7 +31,6 @@ from spork_cli.auth.verify import Verifier
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import TABLE, build_app
-from tests.support import PROJECT_ROOT, SporkServer, free_ports, run_spork
 
 T = TypeVar("T")
 Client = TestClient[web.Request, web.Application]
@@ -255,121 +250,6 @@ async def problem(response: aiohttp.ClientResponse, status: int) -> dict[str, An
     assert body["type"].startswith("urn:spork:problem:")
     assert body["request_id"] == response.headers["X-Request-ID"]
     return body
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-# The CLI must see the config's development secret, whatever the surrounding shell exports.
-CLI_ENV: dict[str, str | None] = {"SPORK_JWT_SECRET": None, "SPORK_CONFIG": None}
-
-
-class StartSpork(Protocol):
-    async def __call__(
-        self,
-        config: Path,
-        port: int,
-        admin_port: int,
-        *args: str,
-        serving: int = 1,
-        env: Mapping[str, str | None] | None = None,
-    ) -> SporkServer: ...
-
-
-@pytest.fixture
-async def spork_server(tmp_path: Path) -> AsyncIterator[StartSpork]:
-    """`await spork_server(config, port, admin_port, *args)` starts a ready `spork serve`
-    (``serving`` processes, with workers); every server started is killed (its whole process
-    group) after the test."""
-    started: list[SporkServer] = []
-
-    async def start(
-        config: Path,
-        port: int,
-        admin_port: int,
-        *args: str,
-        serving: int = 1,
-        env: Mapping[str, str | None] | None = None,
-    ) -> SporkServer:
-        server = SporkServer(
-            config,
-            port,
-            admin_port,
-            tmp_path / f"server-{len(started)}",
-            args=args,
-            env={**CLI_ENV, **(env or {})},
-        )
-        started.append(server)
-        await server.start(serving=serving)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.kill()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """The repo's gateway.toml, copied into a directory of its own with free ports."""
-
-    path: Path
-    port: int
-    admin_port: int
-    demo_port: int
-
-    @property
-    def directory(self) -> Path:
-        return self.path.parent
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    def edit(self, change: Callable[[Any], None]) -> None:
-        """Rewrite the copy: ``change`` gets the tomlkit document."""
-        document = tomlkit.parse(self.path.read_text())
-        change(document)
-        self.path.write_text(tomlkit.dumps(document))
-
-    def spork(
-        self, *args: str, input: str | None = None, env: Mapping[str, str | None] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """`spork ARGS` run in the copy's directory, so it finds ./gateway.toml."""
-        return run_spork(*args, cwd=self.directory, env={**CLI_ENV, **(env or {})}, input=input)
-
-
-@pytest.fixture
-def repo_config(tmp_path: Path) -> RepoConfig:
-    document = tomlkit.parse((PROJECT_ROOT / "gateway.toml").read_text())
-    port, admin_port, demo_port = free_ports(3)
-    old_demo = f":{document['demo']['port']}"
-    document["server"]["port"] = port
-    document["admin"]["port"] = admin_port
-    document["demo"]["port"] = demo_port
-    for service in document["services"]:
-        endpoints = service["endpoints"]
-        for i, endpoint in enumerate(endpoints):
-            if isinstance(endpoint, str):
-                endpoints[i] = endpoint.replace(old_demo, f":{demo_port}")
-            else:
-                endpoint["url"] = endpoint["url"].replace(old_demo, f":{demo_port}")
-    directory = tmp_path / "repo"
-    directory.mkdir()
-    path = directory / "gateway.toml"
-    path.write_text(tomlkit.dumps(document))
-    return RepoConfig(path, port, admin_port, demo_port)
 
 
 def parallel(*calls: Callable[[], T]) -> list[T]:

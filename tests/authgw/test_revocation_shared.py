@@ -19,7 +19,6 @@ from tests.authgw.conftest import (
     ISSUER,
     SECRET,
     Client,
-    StartSpork,
     auth_section,
     bearer,
     claims,
@@ -29,6 +28,7 @@ from tests.authgw.conftest import (
     sign,
     unverified,
 )
+from tests.conftest import StartSpork
 from tests.support import (
     RedisServer,
     Upstream,

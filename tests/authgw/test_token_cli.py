@@ -26,14 +26,12 @@ from spork_cli.config.load import load_config
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
 from tests.authgw.conftest import (
-    CLI_ENV,
     REPO_SECRET,
-    RepoConfig,
-    StartSpork,
     bearer,
     parallel,
     unverified,
 )
+from tests.conftest import CLI_ENV, RepoConfig, StartSpork
 from tests.support import run_spork
 
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.e2e.conftest import RepoConfig, StartSpork
+from tests.conftest import RepoConfig, StartSpork
 from tests.support import LOOPBACK, UpstreamFactory, free_ports, gateway_toml
 
 

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.e2e.conftest import StartSpork
+from tests.conftest import StartSpork
 from tests.support import (
     LOOPBACK,
     SporkServer,

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from spork_cli.config.load import load_config
-from tests.e2e.conftest import RepoConfig, StartSpork
+from tests.conftest import RepoConfig, StartSpork
 from tests.support import LOOPBACK, SporkRunner, eventually, free_ports
 
 SEED_USERS = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.e2e.conftest import StartSpork
+from tests.conftest import StartSpork
 from tests.support import LOOPBACK, SporkServer, Upstream, eventually, free_ports, gateway_toml
 
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import RepoConfig, StartSpork
+from tests.conftest import RepoConfig, StartSpork
 from tests.support import (
     LOOPBACK,
     SporkServer,
