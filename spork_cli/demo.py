@@ -22,6 +22,7 @@ other prefix a user picks. ``PREFIX`` below is any run of whole segments, possib
     *       PREFIX/flaky?rate=0.5     503 with probability rate; &seed=N makes it repeatable
     *       PREFIX/flaky?fail=N       the first N calls fail, later ones succeed (&key=K keeps
                                       separate counts per K)
+    GET     PREFIX/time               {"time": now (UTC), "calls": answers so far}; shows caching
     GET     PREFIX/stream?n=5&interval_ms=100   Server-Sent Events, one chunk per event
     GET     PREFIX/ws                 WebSocket echo
 
@@ -36,6 +37,7 @@ import errno
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -71,6 +73,7 @@ class DemoState:
     users: dict[int, User]
     next_id: int
     flaky_calls: dict[str, int] = field(default_factory=dict)
+    time_calls: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -226,6 +229,13 @@ async def _create_user(request: web.Request) -> web.Response:
     return _json(asdict(user), status=201, headers={"Location": location})
 
 
+async def _time(request: web.Request) -> web.Response:
+    state = request.app[DEMO]
+    state.time_calls += 1
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _json({"time": now, "calls": state.time_calls})
+
+
 async def _get_user(request: web.Request) -> web.Response:
     return _json(asdict(_existing(request)))
 
@@ -349,6 +359,7 @@ def build_demo_app(name: str = "demo") -> web.Application:
     router.add_route("*", PREFIX + "slow", _slow)
     router.add_route("*", PREFIX + "flaky", _flaky)
     router.add_get(PREFIX + "stream", _stream)
+    router.add_get(PREFIX + "time", _time)
     router.add_get(PREFIX + "ws", _echo)
     router.add_get(PREFIX + "users/me", _me)
     router.add_get(PREFIX + "me", _me)

@@ -36,7 +36,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from spork_cli.config.model import GatewayConfig, RateLimit, RateTier, Route
-from spork_cli.state import Algorithm, LimitResult, StateStore, limit_capacity, limit_key
+from spork_cli.state import (
+    Algorithm,
+    LimitResult,
+    StateStore,
+    glob_literal,
+    limit_capacity,
+    limit_key,
+)
 
 __all__ = ["Limit", "LimitResult", "acquire", "client_key", "headers"]
 
@@ -155,10 +162,6 @@ def headers(result: LimitResult, limit: Limit) -> dict[str, str]:
 # -- looking inside (the CLI and the admin API; never on the request path) ---------------------
 
 
-def _glob(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in text)
-
-
 def limited_routes(config: GatewayConfig, route: str | None = None) -> list[tuple[str, Route]]:
     """(route id, route) of every rate-limited route, or of the one named (by id or path)."""
     found = [
@@ -182,7 +185,7 @@ async def limit_rows(
             tiers.append((":auth", Limit.from_config(cfg.rate_limit, authenticated=True)))
         for suffix, limit in tiers:
             head = limit_key(prefix, route_id + suffix, "")[:-1]  # up to the client part
-            for stored in sorted(await store.scan(_glob(head) + "*}")):
+            for stored in sorted(await store.scan(glob_literal(head) + "*}")):
                 client = stored[len(head) : -1]
                 if client.startswith("auth:") or (key is not None and key not in client):
                     continue  # the authenticated tier's keys share the anonymous prefix
@@ -210,7 +213,7 @@ async def reset_limits(
     for route_id, _ in limited_routes(config, route):
         for suffix in ("", ":auth"):
             head = limit_key(prefix, route_id + suffix, "")[:-1]
-            for stored in await store.scan(_glob(head) + "*}"):
+            for stored in await store.scan(glob_literal(head) + "*}"):
                 if key is None or key in stored[len(head) : -1]:
                     doomed.add(stored)
     return await store.delete(sorted(doomed)) if doomed else 0

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from spork_cli import __version__
-from spork_cli.cli import check, edit, init, schema, serve, state, token
+from spork_cli.cli import cache, check, edit, init, schema, serve, state, token
 from spork_cli.errors import SporkError
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -64,6 +64,7 @@ edit.register(app)
 serve.register(app)
 token.register(app)
 state.register(app)
+cache.register(app)
 
 
 def main() -> None:

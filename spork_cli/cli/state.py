@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -14,6 +14,9 @@ from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig
+    from spork_cli.state import StateStore
+
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -78,17 +81,8 @@ def _ago(seconds: float, suffix: str = " ago") -> str:
 async def _instances(config: GatewayConfig) -> list[dict[str, Any]]:
     import orjson
 
-    from spork_cli.errors import StateError
-    from spork_cli.state import store_from_config
-
     if config.state.backend == "redis":
-        store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
-        try:
-            raw = await store.instances()
-        except StateError as exc:
-            raise UsageError(f"cannot reach the state store: {exc}") from exc
-        finally:
-            await store.close()
+        raw = await _on_store(config, lambda store: store.instances())
         return [orjson.loads(v) for v in raw.values()]
     return await _via_admin(config)
 
@@ -221,12 +215,10 @@ async def _breakers(config: GatewayConfig) -> list[dict[str, Any]]:
         return [r for r in rows if isinstance(r, dict)]
     from dataclasses import asdict
 
-    from spork_cli.errors import StateError
-    from spork_cli.state import breaker_key, store_from_config
+    from spork_cli.state import breaker_key
 
-    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
-    rows = []
-    try:
+    async def read(store: StateStore) -> list[dict[str, Any]]:
+        rows = []
         for service in config.services:
             if service.breaker is None:
                 continue
@@ -235,11 +227,9 @@ async def _breakers(config: GatewayConfig) -> list[dict[str, Any]]:
             row.update(asdict(state) if state is not None else {"state": "closed"})
             row.pop("changed", None)
             rows.append(row)
-    except StateError as exc:
-        raise UsageError(f"cannot reach the state store: {exc}") from exc
-    finally:
-        await store.close()
-    return rows
+        return rows
+
+    return await _on_store(config, read)
 
 
 async def _breaker_action(config: GatewayConfig, service: str, action: str) -> str:
@@ -248,21 +238,32 @@ async def _breaker_action(config: GatewayConfig, service: str, action: str) -> s
             config, "POST", "/api/breakers", params={"service": service, "action": action}
         )
         return "through the running gateway"
-    from spork_cli.errors import StateError
-    from spork_cli.state import breaker_key, store_from_config
+    from spork_cli.state import breaker_key
 
-    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
     key = breaker_key(config.state.prefix, service)
-    try:
+
+    async def act(store: StateStore) -> None:
         if action == "reset":
             await store.breaker_reset(key)
         else:
             await store.breaker_force(key, "open" if action == "open" else "closed")
+
+    await _on_store(config, act)
+    return f"in {config.state.url}; every instance sees it within 250 ms"
+
+
+async def _on_store(config: GatewayConfig, work: Callable[[StateStore], Awaitable[T]]) -> T:
+    """Run ``work`` on the configured Redis store, reached directly (the CLI's own client)."""
+    from spork_cli.errors import StateError
+    from spork_cli.state import store_from_config
+
+    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
+    try:
+        return await work(store)
     except StateError as exc:
         raise UsageError(f"cannot reach the state store: {exc}") from exc
     finally:
         await store.close()
-    return f"in {config.state.url}; every instance sees it within 250 ms"
 
 
 async def _admin_call(
@@ -355,17 +356,9 @@ async def _limits(config: GatewayConfig, route: str | None, key: str | None) -> 
         params = {k: v for k, v in (("route", route), ("key", key)) if v}
         body = await _admin_call(config, "GET", "/api/limits", params=params)
         return [r for r in body.get("limits", []) if isinstance(r, dict)]
-    from spork_cli.errors import StateError
     from spork_cli.limiter import limit_rows
-    from spork_cli.state import store_from_config
 
-    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
-    try:
-        return await limit_rows(store, config, route, key)
-    except StateError as exc:
-        raise UsageError(f"cannot reach the state store: {exc}") from exc
-    finally:
-        await store.close()
+    return await _on_store(config, lambda store: limit_rows(store, config, route, key))
 
 
 async def _limits_reset(config: GatewayConfig, route: str, key: str | None) -> int:
@@ -373,14 +366,6 @@ async def _limits_reset(config: GatewayConfig, route: str, key: str | None) -> i
         params = {"route": route} | ({"key": key} if key else {})
         body = await _admin_call(config, "POST", "/api/limits", params=params)
         return int(body.get("deleted", 0))
-    from spork_cli.errors import StateError
     from spork_cli.limiter import reset_limits
-    from spork_cli.state import store_from_config
 
-    store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
-    try:
-        return await reset_limits(store, config, route, key)
-    except StateError as exc:
-        raise UsageError(f"cannot reach the state store: {exc}") from exc
-    finally:
-        await store.close()
+    return await _on_store(config, lambda store: reset_limits(store, config, route, key))

@@ -154,6 +154,11 @@ class State(Model):
     max_keys: int = Field(
         100_000, ge=100, description="Entries the memory backend keeps before evicting."
     )
+    max_bytes: Size = Field(
+        64 * 1024 * 1024,
+        description="Bytes the memory backend keeps (cached responses, mostly) before evicting.",
+        examples=["256MiB"],
+    )
 
 
 # -- dynamic sections ------------------------------------------------------------------------

@@ -198,6 +198,27 @@ async def limits(request: web.Request) -> web.Response:
         return _problem(503, "state-unavailable", str(exc))
 
 
+async def cache(request: web.Request) -> web.Response:
+    """GET /api/cache?route=: entries and hit counts per cached route. POST /api/cache/purge
+    ?route=&path=&key=: delete entries (every cached route when no route is named)."""
+    holder = request.app[GATEWAY].get(TABLE)
+    if holder is None or holder.resources.store is None:
+        return _problem(503, "starting", "the gateway is still starting")
+    from spork_cli.cache import cache_rows, cached_routes, purge
+
+    query = {name: request.query.get(name) or None for name in ("route", "path", "key")}
+    config = holder.current.config
+    if query["route"] is not None and not cached_routes(config, query["route"]):
+        return _problem(404, "no-such-route", f"no cached route is named {query['route']!r}")
+    try:
+        if request.method == "POST":
+            deleted = await purge(holder.resources.store, config, **query)
+            return _json(query | {"deleted": deleted})
+        return _json({"cache": await cache_rows(holder.resources.store, config, query["route"])})
+    except StateError as exc:
+        return _problem(503, "state-unavailable", str(exc))
+
+
 def _problem(status: int, slug: str, detail: str) -> web.Response:
     from spork_cli.middleware.errors import problem_response
 
@@ -230,5 +251,7 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/api/limits", limits)
     app.router.add_post("/api/limits", limits)
     app.router.add_post("/api/breakers", breaker_action)
+    app.router.add_get("/api/cache", cache)
+    app.router.add_post("/api/cache/purge", cache)
     app.router.add_get("/api/revocations", revocation)
     return app

@@ -174,7 +174,8 @@ def _middlewares(
     resources: Resources,
 ) -> list[Middleware]:
     """The per-route chain between the dispatcher and the proxy, outermost first: auth, rate
-    limit (so the authenticated tier knows who is asking), then the service's breaker."""
+    limit (so the authenticated tier knows who is asking), the cache (a hit costs the service
+    nothing, so its breaker does not see it), then the service's breaker."""
     chain: list[Middleware] = []
     if route.config.auth != "none" and verifier is not None and config.auth is not None:
         from spork_cli.middleware.auth import auth_middleware
@@ -189,6 +190,20 @@ def _middlewares(
                 route.route_id,
                 config,
                 route.forwarding,
+                resources.store,
+                resources.local,
+            )
+        )
+    cache = route.config.cache
+    if cache is not None and resources.store is not None:
+        from spork_cli.middleware.cache import cache_middleware
+
+        chain.append(
+            cache_middleware(
+                route.config,
+                route.route_id,
+                config.state.prefix,
+                cache.on_error or config.state.on_error,
                 resources.store,
                 resources.local,
             )

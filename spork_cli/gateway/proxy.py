@@ -22,7 +22,7 @@ from yarl import URL
 
 from spork_cli.gateway import h1
 from spork_cli.gateway.forwarding import response_headers
-from spork_cli.middleware import ENDPOINT, REQUEST_ID, RESPONSE_HEADERS, UPSTREAM_SECONDS
+from spork_cli.middleware import CAPTURE, ENDPOINT, REQUEST_ID, RESPONSE_HEADERS, UPSTREAM_SECONDS
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -235,11 +235,16 @@ async def _relay_h1(
     response.headers.extend(headers)
     if length is not None:
         response.content_length = length
+    capture = request.get(CAPTURE)
     try:
         await response.prepare(request)
         async for chunk in upstream.chunks(timeout):
+            if capture is not None:
+                capture.add(chunk)
             await response.write(chunk)
         await response.write_eof()
+        if capture is not None:
+            capture.complete = True
     except h1.UpstreamError as exc:
         log.warning("upstream broke off mid-response", error=str(exc))
         raise ConnectionResetError("upstream broke off mid-response") from exc
@@ -271,9 +276,14 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         if length is not None:
             response.content_length = length
         await response.prepare(request)
+        capture = request.get(CAPTURE)
         async for chunk in upstream.content.iter_any():
+            if capture is not None:
+                capture.add(chunk)
             await response.write(chunk)
         await response.write_eof()
+        if capture is not None:
+            capture.complete = True
         return response
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The head was sent already: all we can do is cut the client's connection.

@@ -9,6 +9,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from spork_cli.auth.claims import Identity
+    from spork_cli.cache import Capture
 
 # Typed per-request storage shared by the dispatcher, the middlewares and the proxy.
 REQUEST_ID = web.RequestKey("spork.request_id", str)
@@ -18,6 +19,8 @@ UPSTREAM_SECONDS = web.RequestKey("spork.upstream_seconds", float)
 RESPONSE_HEADERS = web.RequestKey("spork.response_headers", dict)
 # Set by the auth middleware for a verified token; typed without importing the auth stack.
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("spork.identity")
+# Set by the cache middleware on a miss: the proxy keeps a copy of a streamed body in it.
+CAPTURE: web.RequestKey[Capture] = web.RequestKey("spork.capture")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

@@ -7,6 +7,11 @@ Backends offer a few atomic primitives, each one round trip; the algorithms buil
                                      sliding window's sorted set); expires once replenished
     {prefix}:{cb:<service>}          breaker hash (fields in lua/breaker_common.lua); expires
                                      when idle for `BreakerPolicy.idle_ttl`, never while forced
+    {prefix}:{cache:<route>}:<url>:<variant>  cached response (hash: t = stored at, v = the
+                                     entry); <url> digests path and query, <variant> the user
+                                     and the configured `vary` headers; TTL = freshness
+    {prefix}:{cache:<route>}:stats   lookups that found an entry (hits), did not (misses), and
+                                     entries written (stores)
     {prefix}:{jwt}:revoked:<jti>     revocation, TTL = the token's remaining life
     {prefix}:instances:<id>          heartbeat of a running gateway (TTL)
 
@@ -148,6 +153,17 @@ class BreakerState:
     changed: bool = False  # set by breaker_record: this call opened or closed the breaker
 
 
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A cached response as stored, and how long ago it was stored (by the store's clock)."""
+
+    value: bytes
+    age: float
+
+
+CACHE_STATS_TTL = 7 * 24 * 3600.0  # a route's hit counters are forgotten after a quiet week
+
+
 class StateStore(Protocol):
     backend: str
 
@@ -207,6 +223,22 @@ class StateStore(Protocol):
     async def breaker_reset(self, key: str) -> None:
         """Forget the breaker: closed, nothing counted, no force."""
 
+    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
+        """The entry at ``key`` (see `cache_key`) and its age; counts a hit or a miss in the
+        route's ``stats`` (see `cache_stats_key`), atomically."""
+
+    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
+        """Store an entry for ``ttl`` seconds (stamped with the store's clock); counts a store."""
+
+    async def cache_stats(self, stats: str) -> dict[str, int]:
+        """The counters of one route: hits, misses, stores (absent ones are 0)."""
+
+
+def glob_literal(text: str) -> str:
+    """``text`` as a SCAN pattern matching only itself, in Redis's glob and in fnmatch alike
+    (a character class of one; ``]`` is literal outside a class in both)."""
+    return "".join(f"[{c}]" if c in "*?[" else "[\\\\]" if c == "\\" else c for c in text)
+
 
 def limit_key(prefix: str, route: str, client: str) -> str:
     """``{prefix}:{rl:<route>:<client>}``: the whole ``rl:...`` part is the hash tag."""
@@ -216,6 +248,15 @@ def limit_key(prefix: str, route: str, client: str) -> str:
 def breaker_key(prefix: str, service: str) -> str:
     """``{prefix}:{cb:<service>}``: the whole ``cb:...`` part is the hash tag."""
     return f"{prefix}:{{cb:{service}}}"
+
+
+def cache_key(prefix: str, route: str, digest: str) -> str:
+    """``{prefix}:{cache:<route>}:<digest>``: one route's entries share a slot."""
+    return f"{prefix}:{{cache:{route}}}:{digest}"
+
+
+def cache_stats_key(prefix: str, route: str) -> str:
+    return f"{prefix}:{{cache:{route}}}:stats"
 
 
 def revoked_key(prefix: str, jti: str) -> str:

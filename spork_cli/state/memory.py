@@ -20,9 +20,11 @@ import orjson
 from spork_cli.config.model import State
 from spork_cli.state import (
     BREAKER_BUCKETS,
+    CACHE_STATS_TTL,
     BreakerDecision,
     BreakerPolicy,
     BreakerState,
+    CacheHit,
     ForcedState,
     LimitResult,
     check_limit_args,
@@ -37,6 +39,7 @@ SLACK = 1e-6
 # starts afresh instead of misreading another algorithm's state.
 _GCRA = struct.Struct("<cd")
 _BUCKET = struct.Struct("<cdd")
+_STAMP = struct.Struct("<d")  # a cache entry starts with when it was stored
 # What an idle force-cleared breaker keeps when it never saw a policy (3 x the default cap)
 DEFAULT_BREAKER_TTL = 900.0
 # Float tolerance of the failure-ratio comparison, as in breaker_common.lua
@@ -66,15 +69,21 @@ class MemoryStore:
     def __init__(self, config: State, clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix = config.prefix
         self.max_keys = config.max_keys
+        self.max_bytes = config.max_bytes
         self.clock = clock
         # key -> (expires_at or None, value); insertion order gives eviction order
         self._data: OrderedDict[str, tuple[float | None, bytes]] = OrderedDict()
+        self._bytes = 0  # of the values in _data
+        # The cache's hit counters, kept apart: they change on every lookup.
+        self._counters: dict[str, tuple[float, dict[str, int]]] = {}
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         self._data.clear()
+        self._counters.clear()
+        self._bytes = 0
 
     async def ping(self) -> None:
         return None
@@ -85,28 +94,37 @@ class MemoryStore:
             return None
         expires, value = entry
         if expires is not None and expires <= self.clock():
-            del self._data[key]
+            self._pop(key)
             return None
         return value
 
+    def _pop(self, key: str) -> bool:
+        entry = self._data.pop(key, None)
+        if entry is None:
+            return False
+        self._bytes -= len(entry[1])
+        return True
+
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         expires = self.clock() + ttl if ttl is not None else None
-        self._data.pop(key, None)
+        self._pop(key)
         self._data[key] = (expires, value)
-        while len(self._data) > self.max_keys:
-            self._data.popitem(last=False)
+        self._bytes += len(value)
+        while len(self._data) > self.max_keys or (self._bytes > self.max_bytes and self._data):
+            _, (_, evicted) = self._data.popitem(last=False)
+            self._bytes -= len(evicted)
 
     async def scan(self, match: str, limit: int = 10_000) -> list[str]:
         found = []
-        for key in list(self._data):
-            if fnmatchcase(key, match) and self._get(key) is not None:
+        for key in [*self._data, *self._counters]:
+            if fnmatchcase(key, match) and (key in self._counters or self._get(key) is not None):
                 found.append(key)
                 if len(found) >= limit:
                     break
         return found
 
     async def delete(self, keys: list[str]) -> int:
-        return sum(self._data.pop(key, None) is not None for key in keys)
+        return sum(self._pop(key) or self._counters.pop(key, None) is not None for key in keys)
 
     async def revoke(self, jti: str, ttl: float) -> None:
         if ttl > 0:
@@ -356,4 +374,30 @@ class MemoryStore:
         return self._breaker_report(b, self.clock(), False)
 
     async def breaker_reset(self, key: str) -> None:
-        self._data.pop(key, None)
+        self._pop(key)
+
+    def _count(self, stats: str, field: str) -> None:
+        now = self.clock()
+        expires, counters = self._counters.get(stats, (0.0, {}))
+        if expires <= now:
+            counters = {}
+        counters[field] = counters.get(field, 0) + 1
+        self._counters[stats] = (now + CACHE_STATS_TTL, counters)
+
+    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
+        stored = self._get(key)
+        self._count(stats, "misses" if stored is None else "hits")
+        if stored is None:
+            return None
+        (stored_at,) = _STAMP.unpack_from(stored)
+        return CacheHit(stored[_STAMP.size :], max(self.clock() - stored_at, 0.0))
+
+    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
+        if ttl < 0.001:  # Redis keeps milliseconds: below one, nothing is stored on either
+            return
+        self._set(key, _STAMP.pack(self.clock()) + value, ttl)
+        self._count(stats, "stores")
+
+    async def cache_stats(self, stats: str) -> dict[str, int]:
+        expires, counters = self._counters.get(stats, (0.0, {}))
+        return dict(counters) if expires > self.clock() else {}

@@ -23,10 +23,12 @@ from spork_cli.errors import StateError
 from spork_cli.state import (
     ALGORITHMS,
     BREAKER_BUCKETS,
+    CACHE_STATS_TTL,
     BreakerDecision,
     BreakerPolicy,
     BreakerState,
     BreakerStateName,
+    CacheHit,
     ForcedState,
     LimitResult,
     check_limit_args,
@@ -36,6 +38,8 @@ from spork_cli.state import (
 
 T = TypeVar("T")
 BREAKER_SCRIPTS = ("allow", "record", "read", "force")
+CACHE_SCRIPTS = ("cache_get", "cache_set")
+_STATS_TTL_MS = int(CACHE_STATS_TTL * 1000)
 _STATES: dict[str, BreakerStateName] = {
     "closed": "closed",
     "open": "open",
@@ -133,6 +137,9 @@ class RedisStore:
         self._breakers: dict[str, Any] = {
             name: self.client.register_script(common + "\n" + lua_source(f"breaker_{name}"))
             for name in BREAKER_SCRIPTS
+        }
+        self._cache = {
+            name: self.client.register_script(lua_source(name)) for name in CACHE_SCRIPTS
         }
 
     async def _call(self, work: Awaitable[T]) -> T:
@@ -281,3 +288,22 @@ class RedisStore:
 
     async def breaker_reset(self, key: str) -> None:
         await self._call(self.client.delete(key))
+
+    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
+        script = self._cache["cache_get"]
+        reply = await self._call(script(keys=[key, stats], args=[_STATS_TTL_MS]))
+        if not reply:
+            return None
+        value, age_us = reply
+        return CacheHit(bytes(value), float(_text(age_us)) / 1_000_000)
+
+    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
+        milliseconds = int(ttl * 1000)
+        if milliseconds < 1:
+            return
+        script = self._cache["cache_set"]
+        await self._call(script(keys=[key, stats], args=[value, milliseconds, _STATS_TTL_MS]))
+
+    async def cache_stats(self, stats: str) -> dict[str, int]:
+        found = await self._call(self.client.hgetall(stats))
+        return {_text(k): int(v) for k, v in found.items()}

@@ -1,0 +1,117 @@
+"""`spork cache stats|purge`: the response cache, in Redis directly or through the running
+gateway's admin API when state is in its memory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from spork_cli.cli.state import _admin_call, _config, _on_store, _show
+from spork_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from spork_cli.config.model import GatewayConfig
+
+cache_app = typer.Typer(help="The response cache: hit counts, or purge entries.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")
+
+
+RouteArg = Annotated[
+    str | None, typer.Argument(help="A cached route (name or path); all when omitted.")
+]
+
+
+@cache_app.command("stats")
+def stats(
+    ctx: typer.Context,
+    route: RouteArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+) -> None:
+    """Per cached route: entries held, lookups that hit and missed, entries stored."""
+    import asyncio
+
+    config = _config(ctx.obj)
+    _known(config, route)
+    _show(lambda: asyncio.run(_stats(config, route)), _table, as_json, watch)
+
+
+@cache_app.command("purge")
+def purge(
+    ctx: typer.Context,
+    route: RouteArg = None,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="Only this request path (with its query): all its variants."),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Only this entry (a response's X-Cache-Key).")
+    ] = None,
+) -> None:
+    """Delete cached responses: all of them, a route's, one path's or one entry."""
+    import asyncio
+
+    config = _config(ctx.obj)
+    _known(config, route)
+    if path is not None and not path.startswith("/"):
+        raise UsageError(f"--path must start with '/': {path!r}")
+    deleted = asyncio.run(_purge(config, route, path, key))
+    where = f"route {route}" if route else "every cached route"
+    typer.echo(f"purged {deleted} cached response{'s' if deleted != 1 else ''} of {where}")
+
+
+def _known(config: GatewayConfig, route: str | None) -> None:
+    from spork_cli.cache import cached_routes
+
+    if not cached_routes(config):
+        raise UsageError("no route has a [routes.cache] section")
+    if route is not None and not cached_routes(config, route):
+        names = ", ".join(r for r, _ in cached_routes(config))
+        raise UsageError(f"no cached route is named {route!r} (cached: {names})")
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("route", "ttl", "entries", "hits", "misses", "hit ratio", "stores"):
+        table.add_column(column)
+    for row in rows:
+        ratio = row.get("hit_ratio")
+        table.add_row(
+            str(row["route"]),
+            f"{row['ttl']:g}s",
+            str(row["entries"]),
+            str(row["hits"]),
+            str(row["misses"]),
+            "-" if ratio is None else f"{ratio:.0%}",
+            str(row["stores"]),
+        )
+    return table
+
+
+async def _stats(config: GatewayConfig, route: str | None) -> list[dict[str, Any]]:
+    if config.state.backend != "redis":
+        params = {"route": route} if route else None
+        body = await _admin_call(config, "GET", "/api/cache", params=params)
+        return [r for r in body.get("cache", []) if isinstance(r, dict)]
+    from spork_cli.cache import cache_rows
+
+    return await _on_store(config, lambda store: cache_rows(store, config, route))
+
+
+async def _purge(
+    config: GatewayConfig, route: str | None, path: str | None, key: str | None
+) -> int:
+    if config.state.backend != "redis":
+        given = (("route", route), ("path", path), ("key", key))
+        params = {name: value for name, value in given if value}
+        body = await _admin_call(config, "POST", "/api/cache/purge", params=params)
+        return int(body.get("deleted", 0))
+    from spork_cli.cache import purge as purge_entries
+
+    return await _on_store(config, lambda store: purge_entries(store, config, route, path, key))
