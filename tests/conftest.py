@@ -213,3 +213,31 @@ def repo_config(tmp_path: Path) -> RepoConfig:
     path = directory / "gateway.toml"
     path.write_text(tomlkit.dumps(document))
     return RepoConfig(path, port, admin_port, demo_port)
+
+
+# --- Redis Sentinel ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A `tests.sentinel_support.RedisSentinel`: one master, one replica and three sentinels
+    (quorum 2) watching service `mymaster`. Tests may fail it over or stop its parts;
+    `redis_sentinel_url` settles it again before the next test."""
+    from tests.sentinel_support import start_redis_sentinel
+
+    binary = require_binary("redis-server")
+    topology = start_redis_sentinel(binary, tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinel: Any) -> str:
+    """`redis+sentinel://` URL naming all three sentinels, once the topology is settled (every
+    process up, replicas linked, sentinels agreeing) and the current master is empty."""
+    redis_sentinel.ensure_healthy()
+    redis_sentinel.flushall()
+    url: str = redis_sentinel.url()
+    return url

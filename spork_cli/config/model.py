@@ -150,7 +150,12 @@ class State(Model):
             "to per-process memory until the store answers again."
         ),
     )
-    pool_size: int = Field(50, ge=1, le=10000, description="Connections in the Redis pool.")
+    pool_size: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Connections to each Redis node; requests are pipelined over them.",
+    )
     max_keys: int = Field(
         100_000, ge=100, description="Entries the memory backend keeps before evicting."
     )

@@ -2,7 +2,9 @@
 and Sentinel (redis+sentinel://host:port[,host:port]/service[/db]).
 
 Every call is bounded by ``state.timeout`` (default 50 ms) so no request waits on a sick
-Redis; failures surface as StateError for the caller's ``on_error`` policy to handle.
+Redis; failures surface as StateError for the caller's ``on_error`` policy to handle. Calls go
+through spork's own pipelined RESP client (`spork_cli.state.resp`, routed by
+`spork_cli.state.links`): one round trip each, many in flight on one connection.
 """
 
 from __future__ import annotations
@@ -11,12 +13,6 @@ import asyncio
 from collections.abc import Awaitable
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
 
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
@@ -35,6 +31,8 @@ from spork_cli.state import (
     instance_key,
     revoked_key,
 )
+from spork_cli.state.links import open_link
+from spork_cli.state.resp import Arg, RespError, Script
 
 T = TypeVar("T")
 BREAKER_SCRIPTS = ("allow", "record", "read", "force")
@@ -52,40 +50,6 @@ def lua_source(name: str) -> str:
     """The text of ``spork_cli/state/lua/<name>.lua`` (package data)."""
     source = resources.files("spork_cli.state").joinpath("lua").joinpath(f"{name}.lua")
     return source.read_text("utf-8")
-
-
-def connect(url: str, pool_size: int, timeout: float) -> Any:
-    """A redis-py asyncio client for any URL form spork accepts."""
-    parts = urlsplit(url)
-    socket: dict[str, Any] = {
-        "socket_timeout": max(timeout, 0.001),
-        "socket_connect_timeout": max(timeout, 0.5),
-    }
-    if parts.scheme == "redis+cluster":
-        nodes = []
-        for node in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = node.rpartition(":")
-            nodes.append(ClusterNode(host or node, int(port) if port.isdigit() else 6379))
-        return RedisCluster(
-            startup_nodes=nodes,
-            max_connections=pool_size,
-            username=parts.username,
-            password=parts.password,
-            **socket,
-        )
-    if parts.scheme == "redis+sentinel":
-        hosts = []
-        for node in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = node.rpartition(":")
-            hosts.append((host or node, int(port) if port.isdigit() else 26379))
-        path = [p for p in parts.path.split("/") if p]
-        service, db = path[0], int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(hosts, sentinel_kwargs=socket, **socket)  # type: ignore[no-untyped-call]
-        return sentinel.master_for(service, db=db, password=parts.password)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=timeout, **socket
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 def _text(value: Any) -> str:
@@ -128,19 +92,17 @@ class RedisStore:
         self.url = config.url
         self.prefix = config.prefix
         self.timeout = config.timeout
-        self.client: Any = connect(config.url, config.pool_size, config.timeout)
-        # register_script only hashes the source; EVALSHA loads it on first use per node
-        self._limiters: dict[str, Any] = {
-            name: self.client.register_script(lua_source(name)) for name in ALGORITHMS
-        }
+        # Requests are pipelined, so a few connections per node carry any load.
+        self.link = open_link(
+            config.url, connect_timeout=max(config.timeout, 0.5), connections=config.pool_size
+        )
+        # Scripts are sent by digest; a server that lacks one gets the source once (NOSCRIPT).
+        self._limiters: dict[str, Script] = {name: Script(lua_source(name)) for name in ALGORITHMS}
         common = lua_source("breaker_common")
-        self._breakers: dict[str, Any] = {
-            name: self.client.register_script(common + "\n" + lua_source(f"breaker_{name}"))
-            for name in BREAKER_SCRIPTS
+        self._breakers = {
+            name: Script(common + "\n" + lua_source(f"breaker_{name}")) for name in BREAKER_SCRIPTS
         }
-        self._cache = {
-            name: self.client.register_script(lua_source(name)) for name in CACHE_SCRIPTS
-        }
+        self._cache = {name: Script(lua_source(name)) for name in CACHE_SCRIPTS}
 
     async def _call(self, work: Awaitable[T]) -> T:
         try:
@@ -148,77 +110,74 @@ class RedisStore:
                 return await work
         except TimeoutError as exc:
             raise StateError(f"Redis did not answer within {self.timeout * 1000:g} ms") from exc
-        except (RedisError, OSError) as exc:
+        except (RespError, OSError) as exc:
             raise StateError(f"Redis failed: {exc}") from exc
-        except Exception as exc:
-            # The client's own bugs under cancellation (seen: a connection whose writer is
-            # gone) must follow on_error like any other failure, never become a 500.
-            raise StateError(f"Redis client failed: {type(exc).__name__}: {exc}") from exc
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.link.aclose()
 
     async def ping(self) -> None:
-        await self._call(self.client.ping())
+        await self._call(self.link.call("", "PING"))
 
     async def scan(self, match: str, limit: int = 10_000) -> list[str]:
         found: list[str] = []
 
         async def collect() -> None:
-            async for key in self.client.scan_iter(match=match, count=500):
-                found.append(key.decode() if isinstance(key, bytes) else str(key))
-                if len(found) >= limit:
-                    return
+            for node in await self.link.primaries():
+                cursor = b"0"
+                while True:
+                    cursor, keys = await node.execute("SCAN", cursor, "MATCH", match, "COUNT", 500)
+                    found.extend(_text(key) for key in keys)
+                    if len(found) >= limit:
+                        del found[limit:]
+                        return
+                    if cursor == b"0":
+                        break
 
+        await self._slow(collect(), "listing keys")
+        return found
+
+    async def _slow(self, work: Awaitable[None], what: str) -> None:
+        """The CLI's walks over many keys: a longer bound than one request's."""
         try:
             async with asyncio.timeout(max(self.timeout, 5.0)):
-                await collect()
+                await work
         except TimeoutError as exc:
-            raise StateError("Redis did not answer in time while listing keys") from exc
-        except (RedisError, OSError) as exc:
+            raise StateError(f"Redis did not answer in time while {what}") from exc
+        except (RespError, OSError) as exc:
             raise StateError(f"Redis failed: {exc}") from exc
-        return found
 
     async def delete(self, keys: list[str]) -> int:
         deleted = 0
         # One key per call: keys of different entities live in different cluster slots.
         for key in keys:
-            deleted += int(await self._call(self.client.delete(key)))
+            deleted += int(await self._call(self.link.call(key, "DEL", key)))
         return deleted
 
     async def revoke(self, jti: str, ttl: float) -> None:
         if ttl > 0:
             milliseconds = max(1, int(ttl * 1000))
-            await self._call(self.client.set(revoked_key(self.prefix, jti), b"1", px=milliseconds))
+            key = revoked_key(self.prefix, jti)
+            await self._call(self.link.call(key, "SET", key, b"1", "PX", milliseconds))
 
     async def is_revoked(self, jti: str) -> bool:
-        return bool(await self._call(self.client.exists(revoked_key(self.prefix, jti))))
+        key = revoked_key(self.prefix, jti)
+        return bool(await self._call(self.link.call(key, "EXISTS", key)))
 
     async def heartbeat(self, instance: str, info: bytes, ttl: float) -> None:
         key = instance_key(self.prefix, instance)
-        await self._call(self.client.set(key, info, px=max(1, int(ttl * 1000))))
+        await self._call(self.link.call(key, "SET", key, info, "PX", max(1, int(ttl * 1000))))
 
     async def instances(self) -> dict[str, bytes]:
         head = instance_key(self.prefix, "")
         found: dict[str, bytes] = {}
-
-        async def collect() -> None:
-            async for key in self.client.scan_iter(match=head + "*", count=500):
-                name = key.decode() if isinstance(key, bytes) else str(key)
-                value = await self.client.get(key)
-                if value is not None:
-                    found[name[len(head) :]] = value
-
-        try:
-            async with asyncio.timeout(max(self.timeout, 2.0)):
-                await collect()
-        except TimeoutError as exc:
-            raise StateError("Redis did not answer in time while listing instances") from exc
-        except (RedisError, OSError) as exc:
-            raise StateError(f"Redis failed: {exc}") from exc
+        for key in await self.scan(head + "*"):
+            value = await self._call(self.link.call(key, "GET", key))
+            if value is not None:
+                found[key[len(head) :]] = value
         return found
 
     async def rate_limit(
@@ -235,7 +194,7 @@ class RedisStore:
         # gcra and token_bucket take the time per unit; the sliding window the period
         first = period_us if algorithm == "sliding_window" else period_us / rate
         script = self._limiters[algorithm]
-        reply = await self._call(script(keys=[key], args=[repr(first), capacity, cost]))
+        reply = await self._call(self.link.evalsha(script, [key], [repr(first), capacity, cost]))
         allowed, remaining, reset_us, retry_us = (int(part) for part in reply)
         return LimitResult(
             allowed=bool(allowed),
@@ -246,8 +205,8 @@ class RedisStore:
         )
 
     async def breaker_allow(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
-        args = [policy.half_open_probes, _us(policy.cooldown), _us(policy.idle_ttl)]
-        reply = await self._call(self._breakers["allow"](keys=[key], args=args))
+        args: list[Arg] = [policy.half_open_probes, _us(policy.cooldown), _us(policy.idle_ttl)]
+        reply = await self._call(self.link.evalsha(self._breakers["allow"], [key], args))
         state, allowed, retry_us, probe, changed, failures = reply
         return BreakerDecision(
             state=_STATES[_text(state)],
@@ -261,7 +220,7 @@ class RedisStore:
     async def breaker_record(
         self, key: str, policy: BreakerPolicy, success: bool, probe: bool
     ) -> BreakerState:
-        args = [
+        args: list[Arg] = [
             int(success),
             int(probe),
             policy.failures,
@@ -274,24 +233,26 @@ class RedisStore:
             policy.half_open_probes,
             _us(policy.idle_ttl),
         ]
-        reply = await self._call(self._breakers["record"](keys=[key], args=args))
+        reply = await self._call(self.link.evalsha(self._breakers["record"], [key], args))
         state = _breaker_state(reply)
         assert state is not None
         return state
 
     async def breaker_read(self, key: str) -> BreakerState | None:
-        return _breaker_state(await self._call(self._breakers["read"](keys=[key], args=[])))
+        return _breaker_state(
+            await self._call(self.link.evalsha(self._breakers["read"], [key], []))
+        )
 
     async def breaker_force(self, key: str, state: ForcedState | None) -> BreakerState | None:
-        reply = await self._call(self._breakers["force"](keys=[key], args=[state or ""]))
+        reply = await self._call(self.link.evalsha(self._breakers["force"], [key], [state or ""]))
         return _breaker_state(reply)
 
     async def breaker_reset(self, key: str) -> None:
-        await self._call(self.client.delete(key))
+        await self._call(self.link.call(key, "DEL", key))
 
     async def cache_get(self, key: str, stats: str) -> CacheHit | None:
         script = self._cache["cache_get"]
-        reply = await self._call(script(keys=[key, stats], args=[_STATS_TTL_MS]))
+        reply = await self._call(self.link.evalsha(script, [key, stats], [_STATS_TTL_MS]))
         if not reply:
             return None
         value, age_us = reply
@@ -302,8 +263,9 @@ class RedisStore:
         if milliseconds < 1:
             return
         script = self._cache["cache_set"]
-        await self._call(script(keys=[key, stats], args=[value, milliseconds, _STATS_TTL_MS]))
+        args: list[Arg] = [value, milliseconds, _STATS_TTL_MS]
+        await self._call(self.link.evalsha(script, [key, stats], args))
 
     async def cache_stats(self, stats: str) -> dict[str, int]:
-        found = await self._call(self.client.hgetall(stats))
-        return {_text(k): int(v) for k, v in found.items()}
+        flat = await self._call(self.link.call(stats, "HGETALL", stats))
+        return {_text(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}

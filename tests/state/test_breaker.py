@@ -40,7 +40,7 @@ async def time_to_live(backend: Backend) -> float | None:
     if backend.name == "memory":
         expires, _ = backend.store._data[KEY]
         return None if expires is None else expires - backend.now[0]
-    milliseconds = await backend.store.client.pttl(KEY)
+    milliseconds = await backend.store.link.call(KEY, "PTTL", KEY)
     return None if milliseconds == -1 else milliseconds / 1000
 
 
@@ -295,10 +295,11 @@ async def test_cluster_breaker_keys_live_in_their_tag_slot(redis_cluster_url: st
         slots = set()
         for service in ("users", "billing", "demo", "a-b_c"):
             composed = breaker_key(PREFIX, service)
-            slot = await store.client.cluster_keyslot(composed)
-            assert slot == await store.client.cluster_keyslot(f"cb:{service}")
+            slot = await store.link.call(composed, "CLUSTER", "KEYSLOT", composed)
+            tag = f"cb:{service}"
+            assert slot == await store.link.call(tag, "CLUSTER", "KEYSLOT", tag)
             await store.breaker_record(composed, policy(failure_ratio=0.5), False, False)
-            assert await store.client.exists(composed)
+            assert await store.link.call(composed, "EXISTS", composed)
             slots.add(slot)
         assert len(slots) > 1
     finally:

@@ -66,15 +66,33 @@ async def test_memory_entries_expire() -> None:
     assert not await store.is_revoked("x")
 
 
-async def test_memory_store_is_bounded() -> None:
+async def test_memory_store_is_bounded_and_never_evicts_revocations() -> None:
     from spork_cli.state.memory import MemoryStore
 
     store = MemoryStore(State(max_keys=100))
+    await store.revoke("revoked-first", ttl=60)
     for i in range(250):
-        await store.revoke(f"j{i}", ttl=60)
+        await store.rate_limit(f"rl:{i}", "gcra", 5, 60, 0)
     assert len(store._data) == 100
-    assert await store.is_revoked("j249")
+    assert await store.rate_limit("rl:249", "gcra", 5, 60, 0, cost=0) != await store.rate_limit(
+        "rl:0", "gcra", 5, 60, 0, cost=0
+    )  # the newest key kept its state, the oldest was evicted and reads as idle
+    assert await store.is_revoked("revoked-first")
+
+
+async def test_memory_revocations_expire_and_are_swept() -> None:
+    from spork_cli.state.memory import MemoryStore
+
+    now = [0.0]
+    store = MemoryStore(State(max_keys=100), clock=lambda: now[0])
+    for i in range(1500):
+        await store.revoke(f"j{i}", ttl=10)
+    now[0] += 11
+    for i in range(1500, 2100):
+        await store.revoke(f"j{i}", ttl=10)
+    assert len(store._pinned.entries) == 2100 - 1500  # the expired ones were swept on the way
     assert not await store.is_revoked("j0")
+    assert await store.is_revoked("j2099")
 
 
 async def test_unreachable_redis_is_a_state_error_within_the_timeout() -> None:

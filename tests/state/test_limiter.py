@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from spork_cli.config.model import RateLimit, State
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.state import ALGORITHMS, LimitResult, limit_key, store_from_config
+from spork_cli.state.links import key_slot
 from spork_cli.state.memory import MemoryStore
 from tests.state.conftest import Backend
 
@@ -119,7 +120,7 @@ async def test_state_is_forgotten_once_replenished(backend: Backend, algorithm: 
     if backend.name == "memory":
         assert key() not in backend.store._data or backend.store._get(key()) is None
     else:
-        assert not await backend.store.client.exists(key())
+        assert not await backend.store.link.call(key(), "EXISTS", key())
     fresh = await backend.store.rate_limit(key(), algorithm, 2, 0.2, 0)
     assert fresh.remaining == 1
 
@@ -166,13 +167,15 @@ async def test_cluster_keys_of_one_entity_share_a_slot(redis_cluster_url: str) -
                 composed = limit_key(PREFIX, route, client)
                 tag = f"rl:{route}:{client}"
                 assert composed == f"{PREFIX}:{{{tag}}}"
-                slot = await store.client.cluster_keyslot(composed)
-                assert slot == await store.client.cluster_keyslot(tag)
-                assert slot == await store.client.cluster_keyslot(f"other:{{{tag}}}:suffix")
+                slot = await store.link.call(composed, "CLUSTER", "KEYSLOT", composed)
+                assert slot == await store.link.call(tag, "CLUSTER", "KEYSLOT", tag)
+                other = f"other:{{{tag}}}:suffix"
+                assert slot == await store.link.call(other, "CLUSTER", "KEYSLOT", other)
+                assert slot == key_slot(composed)  # the gateway routes as the server does
                 slots.add(slot)
                 for algorithm in ALGORITHMS:
                     await store.rate_limit(composed, algorithm, 5, 60, 0)
-                    assert await store.client.exists(composed)
+                    assert await store.link.call(composed, "EXISTS", composed)
         assert len(slots) > 1  # entities spread over the cluster
     finally:
         await store.close()
