@@ -4,8 +4,10 @@ admin API give of it. The middleware that applies it is `spork_cli.middleware.ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from hashlib import blake2b
 from typing import TYPE_CHECKING
 
@@ -81,8 +83,26 @@ def lifetime(headers: MultiMapping[str], ttl: float, varied: frozenset[str]) -> 
                 return None  # malformed: RFC 9111 says treat it as stale
             fresh = min(fresh, given)
             break
+    else:
+        if "Expires" in headers:
+            until = _expires(headers.get("Expires", ""), headers.get("Date"))
+            if until is None:
+                return None  # `Expires: 0` and other invalid dates mean already stale
+            fresh = min(fresh, until)
     fresh -= _seconds(headers.get("Age", "0")) or 0
     return fresh if fresh > 0 else None
+
+
+def _expires(expires: str, date: str | None) -> float | None:
+    """Seconds from the response's Date (or now) until its Expires; None when invalid."""
+    try:
+        until = parsedate_to_datetime(expires)
+        since = parsedate_to_datetime(date) if date else datetime.now(UTC)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if until.tzinfo is None or since.tzinfo is None:
+        return None
+    return (until - since).total_seconds()
 
 
 def digest(raw_path: str, headers: Mapping[str, str], vary: Iterable[str], user: str | None) -> str:
@@ -133,19 +153,29 @@ class Entry:
         head, newline, body = raw.partition(b"\n")
         try:
             status, reason, headers, age = orjson.loads(head)
-            pairs = tuple((str(k), str(v)) for k, v in headers)
-            return cls(int(status), reason, pairs, body, int(age)) if newline else None
+            pairs = tuple((k, v) for k, v in headers)
         except (orjson.JSONDecodeError, TypeError, ValueError):
             return None
+        servable = (
+            newline
+            and type(status) is int
+            and 200 <= status <= 599
+            and (reason is None or isinstance(reason, str))
+            and type(age) is int
+            and age >= 0
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in pairs)
+        )
+        return cls(status, reason, pairs, body, age) if servable else None
 
 
 class Capture:
     """The body of a streamed response, collected while it is relayed, up to ``limit``."""
 
-    __slots__ = ("chunks", "complete", "limit", "size")
+    __slots__ = ("chunks", "complete", "limit", "on_stream", "size")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_stream: Callable[[], None] | None = None) -> None:
         self.limit = limit
+        self.on_stream = on_stream  # called when the proxy starts streaming the body
         self.size = 0
         self.chunks: list[bytes] | None = []
         self.complete = False

@@ -388,6 +388,24 @@ class RecordedRequest:
 RECORDED = web.RequestKey("recorded", RecordedRequest)
 
 
+async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: any free port); the runner and the bound port.
+
+    A client that gives up (a gateway timeout) cancels the handler, so teardown does not
+    wait for sleeps nobody is listening to any more.
+    """
+    runner = web.AppRunner(
+        app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
+
+
 @dataclass
 class Upstream:
     """A real HTTP server on loopback that echoes each request back as JSON.
@@ -419,23 +437,7 @@ class Upstream:
         """Serve on `port`, or on a port picked by the kernel when it is 0 (no race)."""
         if self._runner is not None:
             return
-        # A client that gives up on /slow (a gateway timeout) cancels the handler, so
-        # teardown does not wait for sleeps nobody is listening to any more.
-        runner = web.AppRunner(
-            self._build_app(),
-            handle_signals=False,
-            handler_cancellation=True,
-            shutdown_timeout=1.0,
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = runner.addresses[0][1]
-        self._runner = runner
+        self._runner, self.port = await serve_app(self._build_app(), self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving; the port is kept so `start()` brings the same upstream back."""

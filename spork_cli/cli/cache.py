@@ -59,6 +59,8 @@ def purge(
     _known(config, route)
     if path is not None and not path.startswith("/"):
         raise UsageError(f"--path must start with '/': {path!r}")
+    if key is not None and not key.strip():
+        raise UsageError("--key is empty (pass a response's X-Cache-Key)")
     deleted = asyncio.run(_purge(config, route, path, key))
     where = f"route {route}" if route else "every cached route"
     typer.echo(f"purged {deleted} cached response{'s' if deleted != 1 else ''} of {where}")
@@ -67,6 +69,8 @@ def purge(
 def _known(config: GatewayConfig, route: str | None) -> None:
     from spork_cli.cache import cached_routes
 
+    if route is not None and not route.strip():
+        raise UsageError("the route is empty (name a cached route, or none for all)")
     if not cached_routes(config):
         raise UsageError("no route has a [routes.cache] section")
     if route is not None and not cached_routes(config, route):
@@ -109,7 +113,7 @@ async def _purge(
 ) -> int:
     if config.state.backend != "redis":
         given = (("route", route), ("path", path), ("key", key))
-        params = {name: value for name, value in given if value}
+        params = {name: value for name, value in given if value is not None}
         body = await _admin_call(config, "POST", "/api/cache/purge", params=params)
         return int(body.get("deleted", 0))
     from spork_cli.cache import purge as purge_entries

@@ -206,7 +206,10 @@ async def cache(request: web.Request) -> web.Response:
         return _problem(503, "starting", "the gateway is still starting")
     from spork_cli.cache import cache_rows, cached_routes, purge
 
-    query = {name: request.query.get(name) or None for name in ("route", "path", "key")}
+    query = {name: request.query.get(name) for name in ("route", "path", "key")}
+    if "" in query.values():
+        # Absent means "every"; an empty value is a mistake, never "purge everything".
+        return _problem(400, "bad-request", "route, path and key must not be empty when given")
     config = holder.current.config
     if query["route"] is not None and not cached_routes(config, query["route"]):
         return _problem(404, "no-such-route", f"no cached route is named {query['route']!r}")

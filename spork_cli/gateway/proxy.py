@@ -236,6 +236,8 @@ async def _relay_h1(
     if length is not None:
         response.content_length = length
     capture = request.get(CAPTURE)
+    if capture is not None and capture.on_stream is not None:
+        capture.on_stream()
     try:
         await response.prepare(request)
         async for chunk in upstream.chunks(timeout):
@@ -275,8 +277,10 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         response.headers.extend(headers)
         if length is not None:
             response.content_length = length
-        await response.prepare(request)
         capture = request.get(CAPTURE)
+        if capture is not None and capture.on_stream is not None:
+            capture.on_stream()
+        await response.prepare(request)
         async for chunk in upstream.content.iter_any():
             if capture is not None:
                 capture.add(chunk)

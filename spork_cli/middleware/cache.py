@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("spork.cache")
 
+LOCK_TIMEOUT = 5.0  # longest a miss waits for a concurrent miss of the same key
+
 
 def _mark(request: web.Request, result: str, key: str | None = None) -> None:
     """Headers for the response the proxy relays (it merges them in before sending)."""
@@ -133,7 +135,12 @@ def cache_middleware(
             _mark(request, "BYPASS")
             return await handler(request)
         identity = request.get(IDENTITY) if route.auth != "none" else None
-        key = digest(request.raw_path, request.headers, vary, identity.sub if identity else None)
+        if identity is not None and not identity.sub:
+            # A token that names no one cannot be told apart from another: nothing shared.
+            _mark(request, "BYPASS")
+            return await handler(request)
+        user = identity.sub if identity is not None else None
+        key = digest(request.raw_path, request.headers, vary, user)
         full_key = cache_key(prefix, route_id, key)
         hit, target = await lookup(full_key)
         if hit is not None:
@@ -145,17 +152,28 @@ def cache_middleware(
             return await handler(request)
         leader = flights.get(full_key)
         if leader is not None:
-            shared = await asyncio.shield(leader)
+            try:
+                # Bounded, as nginx's proxy_cache_lock_timeout: an endless stream (or a slow
+                # body) on the first request must not hold the others back.
+                shared = await asyncio.wait_for(asyncio.shield(leader), LOCK_TIMEOUT)
+            except TimeoutError:
+                shared = None
             if shared is not None:
                 return _serve(request, shared, 0.0, key)
             _mark(request, "MISS", key)
             return await handler(request)
         flight: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
         flights[full_key] = flight
+
+        def release() -> None:
+            if not flight.done():
+                flight.set_result(None)
+
         entry_made: Entry | None = None
         try:
             _mark(request, "MISS", key)
-            capture = request[CAPTURE] = Capture(config.max_entry_size)
+            # A streamed body may take long (or never end): waiters go their own way at once.
+            capture = request[CAPTURE] = Capture(config.max_entry_size, on_stream=release)
             response = await handler(request)
             if request.method == "GET":
                 # What the gateway added for this request alone (rate limits) is not stored.
@@ -166,6 +184,7 @@ def cache_middleware(
             return response
         finally:
             del flights[full_key]
-            flight.set_result(entry_made)
+            if not flight.done():
+                flight.set_result(entry_made)
 
     return cached

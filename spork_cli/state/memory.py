@@ -53,9 +53,12 @@ class _Space:
         self.size -= len(entry[1])
         return True
 
-    def set(self, key: str, value: bytes, ttl: float | None) -> None:
-        expires = self.clock() + ttl if ttl is not None else None
+    def set(self, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store ``value``; False (and nothing stored) when it alone is over ``max_bytes``."""
         self.pop(key)
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            return False
+        expires = self.clock() + ttl if ttl is not None else None
         self.entries[key] = (expires, value)
         self.size += len(value)
         if self.max_keys is None and self.max_bytes is None:
@@ -63,13 +66,14 @@ class _Space:
                 for name in list(self.entries):
                     self.get(name)
                 self._sweep_at = max(2 * len(self.entries), 1024)
-            return
+            return True
         while self.entries and (
             (self.max_keys is not None and len(self.entries) > self.max_keys)
             or (self.max_bytes is not None and self.size > self.max_bytes)
         ):
             _, (_, evicted) = self.entries.popitem(last=False)
             self.size -= len(evicted)
+        return True
 
     def clear(self) -> None:
         self.entries.clear()
@@ -170,8 +174,8 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
     async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
         if ttl < 0.001:  # Redis keeps milliseconds: below one, nothing is stored on either
             return
-        self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl)
-        self._count(stats, "stores")
+        if self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl):
+            self._count(stats, "stores")
 
     async def cache_stats(self, stats: str) -> dict[str, int]:
         expires, counters = self._counters.get(stats, (0.0, {}))

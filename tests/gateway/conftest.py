@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import TABLE, build_app
 from spork_cli.gateway.upstream import ServicePool
-from tests.support import LOOPBACK
+from tests.support import LOOPBACK, serve_app
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -135,17 +135,7 @@ class Stub:
             return response
 
         self.app.middlewares.append(count)
-        runner = web.AppRunner(
-            self.app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = runner.addresses[0][1]
-        self._runner = runner
+        self._runner, self.port = await serve_app(self.app, self.host, self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
