@@ -12,6 +12,7 @@ from spork_cli.auth.claims import Identity
 class _Entry:
     identity: Identity
     until: float
+    checked_until: float = 0.0  # the revocation check holds until then
 
 
 class TokenCache:
@@ -37,16 +38,26 @@ class TokenCache:
         self._entries.move_to_end(token)
         return entry.identity
 
-    def put(self, token: str, identity: Identity, now: float) -> None:
+    def put(self, token: str, identity: Identity, now: float, checked_until: float = 0.0) -> None:
         if self.size <= 0:
             return
         until = now + self.max_age
         if identity.exp is not None:
             until = min(until, identity.exp)
-        self._entries[token] = _Entry(identity, until)
+        self._entries[token] = _Entry(identity, until, checked_until)
         self._entries.move_to_end(token)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    def checked(self, token: str, now: float) -> bool:
+        """Whether the token's last revocation check still holds at ``now``."""
+        entry = self._entries.get(token)
+        return entry is not None and now < entry.checked_until
+
+    def mark_checked(self, token: str, until: float) -> None:
+        entry = self._entries.get(token)
+        if entry is not None:
+            entry.checked_until = until
 
     def forget(self, jti: str) -> int:
         """Drop every entry of the token with this jti; how many there were."""

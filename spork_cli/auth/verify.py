@@ -125,9 +125,11 @@ class Verifier:
             check_claims(claims, self.auth, now)
             identity = identity_of(claims, self.auth)
             await self._check_revoked(identity)
-            self.cache.put(token, identity, now)
+            self.cache.put(token, identity, now, now + self.auth.revocation_cache_ttl)
             return identity
-        await self._check_revoked(identity)
+        if not self.cache.checked(token, now):
+            await self._check_revoked(identity)
+            self.cache.mark_checked(token, now + self.auth.revocation_cache_ttl)
         return identity
 
     def forget(self, jti: str) -> None:

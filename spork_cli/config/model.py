@@ -208,6 +208,14 @@ class Auth(Model):
         ),
     )
     cache_size: int = Field(10_000, ge=0, description="Verified tokens remembered per process.")
+    revocation_cache_ttl: Duration = Field(
+        1.0,
+        description=(
+            "How long a remembered token found not revoked is not asked about again (0: on "
+            "every request). Revocations through this gateway's admin API apply at once; "
+            "others (another instance, `spork token revoke` on Redis) within this time."
+        ),
+    )
 
 
 class Cors(Model):

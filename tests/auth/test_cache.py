@@ -120,7 +120,7 @@ async def test_forget_drops_a_token_by_jti(tmp_path: Path, spy: Spy) -> None:
 
 async def test_a_revoked_token_is_refused_even_from_the_cache(tmp_path: Path, spy: Spy) -> None:
     revoked: set[str] = set()
-    v = make(tmp_path, Clock(NOW), revoked)
+    v = make(tmp_path, Clock(NOW), revoked, revocation_cache_ttl="0s")
     t = token(jti="r1")
     await v.verify(t)
     revoked.add("r1")
@@ -167,3 +167,31 @@ async def test_rejected_tokens_are_not_cached(tmp_path: Path, spy: Spy) -> None:
             await v.verify(t)
     assert spy.signatures == 2
     assert len(v.cache) == 0
+
+
+async def test_a_remembered_token_is_asked_about_once_per_revocation_cache_ttl(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+    revoked: set[str] = set()
+
+    async def is_revoked(jti: str) -> bool:
+        asked.append(jti)
+        return jti in revoked
+
+    clock = Clock(NOW)
+    v = Verifier(
+        auth(secret=SECRET, revocation_cache_ttl="1s"), tmp_path, clock=clock, revoked=is_revoked
+    )
+    t = token(jti="r2")
+    for _ in range(5):
+        await v.verify(t)
+    assert asked == ["r2"]  # the first verification asked; the next four rode on it
+    revoked.add("r2")
+    clock.advance(0.5)
+    await v.verify(t)  # revoked elsewhere, but the check of 0.5 s ago still holds
+    clock.advance(0.5)
+    with pytest.raises(TokenRejected) as info:
+        await v.verify(t)
+    assert info.value.code == "revoked"
+    assert asked == ["r2", "r2"]

@@ -39,7 +39,7 @@ from tests.authgw.conftest import (
     unverified,
     verifier_of,
 )
-from tests.support import Upstream
+from tests.support import Upstream, eventually
 
 Gateway = Callable[[GatewayConfig], Awaitable[Client]]
 AdminApi = Callable[..., Awaitable[Client]]
@@ -529,15 +529,39 @@ def unverified_jti(token: str) -> str:
 
 
 async def test_cached_token_is_refused_once_the_store_denies_it(hs: Client) -> None:
-    """Revocation written straight to the state store (as another instance would) is seen on
-    the next request, although the token is in this process's cache."""
+    """Revocation written straight to the state store (as another instance would) is seen
+    within `auth.revocation_cache_ttl` (1 s), although the token is in this process's cache."""
     payload = claims()
     token = sign(payload)
     await echoed(await hs.get("/private", headers=bearer(token)))
     store = hs.app[TABLE].resources.store
     assert store is not None
     await store.revoke(payload["jti"], 60)
+    revoked_at = time.monotonic()
+
+    async def refused() -> bool:
+        return (await hs.get("/private", headers=bearer(token))).status == 401
+
+    await eventually(refused, timeout=3.0, what="the revocation applied to a cached token")
+    assert time.monotonic() - revoked_at < 1.5
     assert (await problem(await hs.get("/private", headers=bearer(token)), 401))[
+        "reason"
+    ] == "revoked"
+
+
+async def test_with_no_revocation_cache_the_store_is_asked_on_every_request(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        gateway_config(upstream.url, auth=auth_section(revocation_cache_ttl="0s"))
+    )
+    payload = claims()
+    token = sign(payload)
+    await echoed(await client.get("/private", headers=bearer(token)))
+    store = client.app[TABLE].resources.store
+    assert store is not None
+    await store.revoke(payload["jti"], 60)
+    assert (await problem(await client.get("/private", headers=bearer(token)), 401))[
         "reason"
     ] == "revoked"
 

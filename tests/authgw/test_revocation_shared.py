@@ -71,6 +71,11 @@ async def status_of(http: aiohttp.ClientSession, url: str, token: str) -> tuple[
         return response.status, body
 
 
+async def refused(http: aiohttp.ClientSession, url: str, token: str) -> tuple[int, Any] | None:
+    status, body = await status_of(http, url, token)
+    return (status, body) if status != 200 else None
+
+
 async def test_revocation_in_redis_is_seen_by_both_gateways(
     tmp_path: Path,
     upstream: Upstream,
@@ -99,8 +104,12 @@ async def test_revocation_in_redis_is_seen_by_both_gateways(
     )
     assert result.returncode == 0, result.stderr
     assert f"in {redis_url}" in result.stdout
+    # Each gateway asks the store again once its last check is older than
+    # auth.revocation_cache_ttl (1 s).
     for url in urls:
-        status, body = await status_of(http, url, token)
+        status, body = await eventually(
+            lambda url=url: refused(http, url, token), timeout=3.0, what=f"{url} refusing"
+        )
         assert (status, body["reason"]) == (401, "revoked")
         assert (await status_of(http, url, bystander))[0] == 200
 
@@ -117,7 +126,9 @@ async def test_revocation_in_redis_is_seen_by_both_gateways(
         f"{a.admin_url}/api/revocations", json={"jti": spare_jti, "ttl": 60}
     ) as response:
         assert response.status == 200, await response.text()
-    status, body = await status_of(http, urls[1], spare)
+    status, body = await eventually(
+        lambda: refused(http, urls[1], spare), timeout=3.0, what="the other gateway refusing"
+    )
     assert (status, body["reason"]) == (401, "revoked")
 
     # verify reads Redis itself and names the revocation.
@@ -137,7 +148,9 @@ async def test_redis_outage_follows_on_error(
     policy: str,
 ) -> None:
     state = {"backend": "redis", "url": redis_url, "on_error": policy}
-    client = await gateway(gateway_config(upstream.url, auth=auth_section(), state=state))
+    # Asked on every request, so the outage meets the cached token too.
+    auth = auth_section(revocation_cache_ttl="0s")
+    client = await gateway(gateway_config(upstream.url, auth=auth, state=state))
     cached = sign(claims())
     await echoed(await client.get("/private", headers=bearer(cached)))
 
