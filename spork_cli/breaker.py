@@ -107,11 +107,14 @@ class BreakerCache:
         *,
         ttl: float = CACHE_TTL,
         clock: Callable[[], float] = time.monotonic,
+        on_state: Callable[[str, str, bool], None] | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.ttl = ttl
         self.clock = clock
+        # Told (service, state, changed) whenever the store reports a state (metrics).
+        self.on_state = on_state
         self._entries: dict[str, _Entry] = {}
 
     def invalidate(self, service: str | None = None) -> None:
@@ -139,6 +142,8 @@ class BreakerCache:
                     cached.state, False, entry.retry_at - now, failures=cached.failures
                 )
         decision = await self.store.breaker_allow(breaker_key(self.prefix, service), policy)
+        if self.on_state is not None:
+            self.on_state(service, decision.state, decision.changed)
         if decision.changed:
             log.info(
                 "breaker half-open",
@@ -165,6 +170,8 @@ class BreakerCache:
         state = await self.store.breaker_record(
             breaker_key(self.prefix, service), policy, success, probe
         )
+        if self.on_state is not None:
+            self.on_state(service, state.state, state.changed)
         if state.changed:
             self._entries.pop(service, None)
             _log_transition(service, state)

@@ -7,9 +7,11 @@ its own (never bound to the request port) so health checks and reload results sh
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +48,26 @@ def supervise(
     prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
     _check_port(config.server.host, config.server.port)
-    code = asyncio.run(_supervise(config, config_file, host, port, watch, prepare))
+    from spork_cli.gateway.metrics import MULTIPROCESS_ENV
+
+    # Every worker writes its metrics to files here (inherited through the environment); the
+    # supervisor's /metrics adds them up. The supervisor's own values stay in memory (its
+    # prometheus-client was imported before this was set): it serves no requests.
+    with tempfile.TemporaryDirectory(prefix="spork-metrics-") as directory:
+        os.environ[MULTIPROCESS_ENV] = directory
+        try:
+            code = asyncio.run(_supervise(config, config_file, host, port, watch, prepare))
+        finally:
+            os.environ.pop(MULTIPROCESS_ENV, None)
     if code:
         raise SystemExit(code)
+
+
+def _forget_worker(pid: int) -> None:
+    """Drop a dead worker's live gauges (in-flight requests) from the metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -135,6 +154,7 @@ async def _supervise(
             for i, child in enumerate(children):
                 if child.returncode is None:
                     continue
+                _forget_worker(child.pid)
                 now = time.monotonic()
                 if child.returncode == 2 and now - started.pop(child.pid, now) < START_GRACE:
                     log.error("a worker could not start; stopping", code=child.returncode)

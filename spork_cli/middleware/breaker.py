@@ -11,6 +11,7 @@ from aiohttp import web
 
 from spork_cli.breaker import BreakerCache, is_failure
 from spork_cli.errors import StateError
+from spork_cli.gateway.metrics import count_state_error
 from spork_cli.middleware import Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.state import BreakerDecision, BreakerPolicy
@@ -42,6 +43,7 @@ def breaker_middleware(
             decision = await decide(cache)
         except StateError as exc:
             log.warning("state store failed; breaker", error=str(exc), policy=policy_on_error)
+            count_state_error(request, "breaker")
             if policy_on_error == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot check its breaker right now"

@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from spork_cli.cache import CACHEABLE_METHODS, Capture, Entry, digest, lifetime
 from spork_cli.errors import StateError
+from spork_cli.gateway.metrics import METRICS, count_state_error
 from spork_cli.middleware import (
     CAPTURE,
     IDENTITY,
@@ -92,12 +93,25 @@ def cache_middleware(
     # Concurrent misses of one key in this process wait for the first one's upstream call.
     flights: dict[str, asyncio.Future[Entry | None]] = {}
 
-    async def lookup(key: str) -> tuple[CacheHit | None, StateStore | None]:
+    def mark(request: web.Request, result: str, key: str | None = None) -> None:
+        _mark(request, result, key)
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.cache_requests.labels(route_id, result.lower()).inc()
+
+    def serve(request: web.Request, entry: Entry, age: float, key: str) -> web.Response:
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.cache_requests.labels(route_id, "hit").inc()
+        return _serve(request, entry, age, key)
+
+    async def lookup(request: web.Request, key: str) -> tuple[CacheHit | None, StateStore | None]:
         """The stored entry, and the store to write a fresh one to (None: do not store)."""
         try:
             return await store.cache_get(key, stats), store
         except StateError as exc:
             log.warning("state store failed; cache", error=str(exc), policy=policy)
+            count_state_error(request, "cache")
             if policy == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot use its cache right now"
@@ -132,23 +146,23 @@ def cache_middleware(
 
     async def cached(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _bypass(request, route):
-            _mark(request, "BYPASS")
+            mark(request, "BYPASS")
             return await handler(request)
         identity = request.get(IDENTITY) if route.auth != "none" else None
         if identity is not None and not identity.sub:
             # A token that names no one cannot be told apart from another: nothing shared.
-            _mark(request, "BYPASS")
+            mark(request, "BYPASS")
             return await handler(request)
         user = identity.sub if identity is not None else None
         key = digest(request.raw_path, request.headers, vary, user)
         full_key = cache_key(prefix, route_id, key)
-        hit, target = await lookup(full_key)
+        hit, target = await lookup(request, full_key)
         if hit is not None:
             entry = Entry.decode(hit.value)
             if entry is not None:
-                return _serve(request, entry, hit.age, key)
+                return serve(request, entry, hit.age, key)
         if target is None:
-            _mark(request, "BYPASS")
+            mark(request, "BYPASS")
             return await handler(request)
         leader = flights.get(full_key)
         if leader is not None:
@@ -159,8 +173,8 @@ def cache_middleware(
             except TimeoutError:
                 shared = None
             if shared is not None:
-                return _serve(request, shared, 0.0, key)
-            _mark(request, "MISS", key)
+                return serve(request, shared, 0.0, key)
+            mark(request, "MISS", key)
             return await handler(request)
         flight: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
         flights[full_key] = flight
@@ -171,7 +185,7 @@ def cache_middleware(
 
         entry_made: Entry | None = None
         try:
-            _mark(request, "MISS", key)
+            mark(request, "MISS", key)
             # A streamed body may take long (or never end): waiters go their own way at once.
             capture = request[CAPTURE] = Capture(config.max_entry_size, on_stream=release)
             response = await handler(request)

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from spork_cli.errors import StateError
+from spork_cli.gateway.metrics import METRICS, count_state_error
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
@@ -75,6 +76,7 @@ def ratelimit_middleware(
             result = await acquire(store, key, limit)
         except StateError as exc:
             log.warning("state store failed; rate limit", error=str(exc), policy=policy)
+            count_state_error(request, "ratelimit")
             if policy == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot apply its rate limit right now"
@@ -85,6 +87,9 @@ def ratelimit_middleware(
                 return await handler(request)
         extra = headers(result, limit)
         if not result.allowed:
+            metrics = request.app.get(METRICS)
+            if metrics is not None:
+                metrics.ratelimit_rejected.labels(route_id).inc()
             raise HTTPProblem(
                 429,
                 "rate-limited",
