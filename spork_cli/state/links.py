@@ -150,12 +150,15 @@ class Cluster:
             raise ConnectionError(f"no Redis Cluster node serves the slot of {key!r}")
         return self._client(node)
 
-    async def _run(self, key: str, args: Sequence[Arg], script: Script | None) -> Any:
+    async def _run(self, keys: Sequence[str], args: Sequence[Arg], script: Script | None) -> Any:
+        """Run a command (or ``script`` over ``keys``, which share one slot) on the node owning
+        ``keys[0]``; MOVED updates the map and retries, ASK is followed for one call."""
+        key = keys[0]
         client = await self._node_for(key)
         for _ in range(3):
             try:
                 if script is not None:
-                    return await client.evalsha(script, [key], args)
+                    return await client.evalsha(script, keys, args)
                 return await client.execute(*args)
             except ConnectionError:
                 self._mapped = False  # the node may have failed over; re-read the map next
@@ -166,26 +169,25 @@ class Cluster:
                     raise
                 slot, _, address = rest.partition(" ")
                 host, _, port = address.rpartition(":")
-                node = (host or client.where.rpartition(":")[0], int(port))
+                node = (host.strip("[]") or client.where.rpartition(":")[0], int(port))
                 client = self._client(node)
                 if kind == "MOVED":
                     self._slots[int(slot)] = node
                     asyncio.get_running_loop().create_task(self._refresh_quietly())
                 else:
-                    return await self._asking(client, args, script, key)
+                    return await self._asking(client, keys, args, script)
         raise ConnectionError(f"Redis Cluster kept redirecting the slot of {key!r}")
 
+    @staticmethod
     async def _asking(
-        self, client: RespClient, args: Sequence[Arg], script: Script | None, key: str
+        client: RespClient, keys: Sequence[str], args: Sequence[Arg], script: Script | None
     ) -> Any:
-        # ASKING applies to the next command on the same connection: sent back to back.
-        asking = client.execute("ASKING")
-        if script is not None:
-            command = client.execute("EVAL", script.source, 1, key, *args)
-        else:
-            command = client.execute(*args)
-        await asyncio.gather(asking, return_exceptions=True)
-        return await command
+        # ASKING holds for the next command on its connection only: both in one write.
+        command: list[Arg] = ["EVAL", script.source, len(keys), *keys, *args] if script else [*args]
+        _, reply = await client.pipeline(["ASKING"], command)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def _refresh_quietly(self) -> None:
         try:
@@ -194,21 +196,10 @@ class Cluster:
             self._mapped = False
 
     async def call(self, key: str, *args: Arg) -> Any:
-        return await self._run(key, args, None)
+        return await self._run([key], args, None)
 
     async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        if len(keys) != 1:
-            # Every script of the store takes its keys in one slot; route by the first.
-            return await self._run_many(script, keys, args)
-        return await self._run(keys[0], args, script)
-
-    async def _run_many(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        client = await self._node_for(keys[0])
-        try:
-            return await client.evalsha(script, keys, args)
-        except ConnectionError:
-            self._mapped = False
-            raise
+        return await self._run(keys, args, script)
 
     async def primaries(self) -> list[RespClient]:
         if not self._mapped:
@@ -328,8 +319,10 @@ class Sentinel:
 def _nodes(netloc: str, default_port: int) -> list[tuple[str, int]]:
     found = []
     for node in netloc.rpartition("@")[2].split(","):
-        host, _, port = node.rpartition(":")
-        found.append((host or node, int(port) if port.isdigit() else default_port))
+        host, colon, port = node.rpartition(":")
+        if not colon or not port.isdigit() or host.endswith(":"):
+            host, port = node, ""  # no port given (a bare IPv6 address has colons too)
+        found.append((host.strip("[]"), int(port) if port else default_port))
     return found
 
 
@@ -351,6 +344,8 @@ def open_link(url: str, connect_timeout: float, connections: int = 1) -> Link:
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError(f"name the master in {url!r}: redis+sentinel://host:port/NAME")
+        if len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError(f"bad database in {url!r}: redis+sentinel://host:port/NAME/DB")
         return Sentinel(
             _nodes(parts.netloc, 26379),
             path[0],

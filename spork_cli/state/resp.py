@@ -245,6 +245,18 @@ class RespClient:
             conn = await self._connection(index)
         return await conn.send(pack(args))
 
+    async def pipeline(self, *commands: Sequence[Arg]) -> list[Any]:
+        """Send ``commands`` back to back on one connection, nothing in between (as ASKING and
+        the command it applies to must be); the replies, error replies as ReplyError values."""
+        index = self._next
+        if len(self._conns) > 1:
+            self._next = (index + 1) % len(self._conns)
+        conn = self._conns[index]
+        if conn is None or conn.lost:
+            conn = await self._connection(index)
+        sent = [conn.send(pack(tuple(command))) for command in commands]
+        return list(await asyncio.gather(*sent, return_exceptions=True))
+
     async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run ``script`` by digest, sending the source (which caches it) only on NOSCRIPT."""
         try:
