@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from spork_cli import __version__
-from spork_cli.cli import cache, check, edit, init, schema, serve, state, token
+from spork_cli.cli import cache, check, edit, health, init, schema, serve, state, token
 from spork_cli.errors import SporkError
 
 DEFAULT_CONFIG = "gateway.toml"
@@ -65,6 +65,7 @@ serve.register(app)
 token.register(app)
 state.register(app)
 cache.register(app)
+health.register(app)
 
 
 def main() -> None:
