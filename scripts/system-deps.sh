@@ -1,11 +1,15 @@
 #!/bin/sh
-# System packages the test suite needs: a real redis-server (and redis-cli for clusters).
+# System packages the test suite needs: a real redis-server (and redis-cli for clusters),
+# Chromium, which the dashboard test drives headless, and promtool (Debian's prometheus), which
+# checks the shipped alert rules.
 set -eu
 
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v redis-cli >/dev/null 2>&1 || missing="$missing redis-tools"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" = "0" ]; then

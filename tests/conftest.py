@@ -5,6 +5,7 @@ The parts themselves live in `tests.support`; this module only ties their lifeti
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -210,6 +211,7 @@ def repo_config(tmp_path: Path) -> RepoConfig:
                 endpoint["url"] = endpoint["url"].replace(old_demo, f":{demo_port}")
     directory = tmp_path / "repo"
     directory.mkdir()
+    shutil.copytree(PROJECT_ROOT / "schemas", directory / "schemas")  # body_schema files
     path = directory / "gateway.toml"
     path.write_text(tomlkit.dumps(document))
     return RepoConfig(path, port, admin_port, demo_port)

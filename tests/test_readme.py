@@ -77,6 +77,7 @@ def test_tour_commands_give_the_output_shown(tmp_path: Path) -> None:
     work = tmp_path / "work"
     shutil.copytree(PROJECT_ROOT / "examples", work / "examples")
     shutil.copy(PROJECT_ROOT / "gateway.toml", work / "gateway.toml")
+    shutil.copytree(PROJECT_ROOT / "schemas", work / "schemas")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # The tour calls `spork`; point it at this checkout whether or not it is installed.

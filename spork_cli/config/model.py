@@ -219,15 +219,19 @@ class Auth(Model):
 
 
 class Cors(Model):
-    """Cross-origin resource sharing, answered at the gateway."""
+    """Cross-origin resource sharing, answered at the gateway (preflights never reach services)."""
 
     allow_origins: StrList = Field(
         default_factory=list,
-        description="Exact origins, or `*` for any.",
+        description=(
+            "Exact origins, or `*` for any (echoed when credentials are allowed). Other origins "
+            "get no CORS headers; a service's own are replaced."
+        ),
         examples=[["http://localhost:3000"]],
     )
     allow_origin_regex: StrList = Field(
-        default_factory=list, description="Origins matching any of these regexes are allowed."
+        default_factory=list,
+        description="Origins matching any of these regexes in full are allowed.",
     )
     allow_methods: Methods = Field(
         default_factory=lambda: list[HttpMethod](["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
@@ -235,7 +239,7 @@ class Cors(Model):
     )
     allow_headers: list[str] = Field(
         default_factory=lambda: ["Authorization", "Content-Type"],
-        description="Request headers allowed in preflight; `*` allows any.",
+        description="Request headers allowed in preflight; `*` allows any (echoes the asked ones).",
     )
     expose_headers: list[str] = Field(default_factory=list, description="Headers JS may read.")
     allow_credentials: bool = Field(False, description="Allow cookies and credentials.")
@@ -243,26 +247,37 @@ class Cors(Model):
 
 
 class SecurityHeaders(Model):
-    """Security headers added to every response."""
+    """Security headers on every response, errors included; the gateway's value wins."""
 
     preset: Literal["default", "strict", "off"] = Field(
-        "default", description="Baseline set of headers; the keys below override it."
+        "default",
+        description=(
+            "Baseline set of headers: `default`, `strict` (adds a deny-all CSP) or `off`; the "
+            "keys below override it."
+        ),
     )
     hsts_max_age: Duration = Field(
-        31_536_000.0, description="HSTS max-age, sent only on requests that came over HTTPS."
+        31_536_000.0,
+        description=(
+            "HSTS max-age, sent only on requests that came over HTTPS (TLS here, or "
+            "X-Forwarded-Proto from a trusted proxy)."
+        ),
     )
-    content_security_policy: str | None = Field(None, description="Content-Security-Policy.")
+    content_security_policy: str | None = Field(
+        None, description="Content-Security-Policy; the preset's value when unset, none if empty."
+    )
     frame_options: Literal["DENY", "SAMEORIGIN"] | None = Field(
         None, description="X-Frame-Options; the preset's value when unset."
     )
     referrer_policy: str | None = Field(
-        None, description="Referrer-Policy; the preset's value when unset."
+        None, description="Referrer-Policy; the preset's value when unset, none if empty."
     )
     permissions_policy: str | None = Field(
-        None, description="Permissions-Policy; the preset's value when unset."
+        None, description="Permissions-Policy; the preset's value when unset, none if empty."
     )
     extra: dict[HeaderName, str] = Field(
-        default_factory=dict, description="Further headers to set on every response."
+        default_factory=dict,
+        description="Further headers to set on every response; an empty value drops one.",
     )
 
 
@@ -297,13 +312,17 @@ class Metrics(Model):
 
 
 class DenyRule(Model):
-    """A tripwire for known-bad requests (403); not a web application firewall."""
+    """A tripwire for known-bad requests (403, before routing); not a web application firewall."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, description="Shown in logs and the 403 body.", examples=["dotfiles"]
+        pattern=NAME_PATTERN,
+        description="Shown in logs and the 403 body. A rule matches when all its conditions do.",
+        examples=["dotfiles"],
     )
     path: str | None = Field(
-        None, description="Regex searched in the raw path.", examples=[r"/\.(git|env)(/|$)"]
+        None,
+        description="Regex searched in the raw (percent-encoded) path.",
+        examples=[r"/\.(git|env)(/|$)"],
     )
     query: str | None = Field(None, description="Regex searched in the raw query string.")
     header: HeaderName | None = Field(None, description="Header whose value `value` is tested.")
@@ -525,7 +544,10 @@ class Route(Model):
     cache: Cache | None = Field(None, description="Off when absent.")
     body_schema: str | None = Field(
         None,
-        description="JSON Schema file for request bodies, relative to this file.",
+        description=(
+            "JSON Schema file for POST, PUT and PATCH bodies, relative to this file (415 unless "
+            "JSON, 400 if unparsable, 422 listing each schema error)."
+        ),
         examples=["schemas/user.json"],
     )
     max_body: Size | None = Field(
@@ -539,7 +561,9 @@ class Route(Model):
     )
     websocket: bool = Field(True, description="Proxy WebSocket upgrades.")
     cors: Cors | None = Field(None, description="Overrides the global `[cors]`.")
-    security_headers: SecurityHeaders | None = Field(None)
+    security_headers: SecurityHeaders | None = Field(
+        None, description="Replaces the global `[security_headers]`."
+    )
     request_headers: HeaderEdit = Field(default_factory=HeaderEdit)
     response_headers: HeaderEdit = Field(default_factory=HeaderEdit)
 

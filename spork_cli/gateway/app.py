@@ -13,11 +13,14 @@ from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
-from spork_cli.gateway.compile import Resources, close_table, compile_table
+from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
+from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
+from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
 from spork_cli.middleware.errors import HTTPProblem, problem_response, render
 from spork_cli.middleware.request_id import request_id
+from spork_cli.middleware.security import Pairs
 
 log = structlog.get_logger("spork.gateway")
 
@@ -28,7 +31,7 @@ SERVER = "spork"  # never a version: nothing to fingerprint
 class TableHolder:
     """The one reference a reload swaps; requests read ``current`` once each."""
 
-    current: RouteTable
+    current: GatewayTable
     config_file: Path | None = None
     access_log: AccessLog | None = None
     watch: bool = False
@@ -39,30 +42,49 @@ class TableHolder:
 
 
 TABLE = web.AppKey("spork.table", TableHolder)
+# The security headers and CORS answer of this request's response: dispatch decides them, the
+# prepare hook applies them (also to streamed answers, which the proxy prepares itself).
+EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("spork.edge")
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """The one catch-all handler: match, run the route's chain, log."""
+    """The one catch-all handler: deny rules, match, run the route's chain, log."""
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request[REQUEST_ID] = rid
     table = request.app[TABLE].current
+    edge = table.edge
     match = table.match(request.method, request.raw_path)
     route = match.route
     response: web.StreamResponse | None = None
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.in_flight.inc()
     table.enter()
     try:
-        if route is None:
-            if match.allowed:
-                allow = ", ".join(sorted(match.allowed))
-                raise HTTPProblem(
-                    405,
-                    "method-not-allowed",
-                    f"{request.method} is not allowed here; allowed: {allow}",
-                    headers={"Allow": allow},
-                )
-            raise HTTPProblem(404, "no-route", "no route matches this path")
-        response = await route.handler(request)
+        headers = edge.headers_for(request, route)
+        if edge.deny is not None:
+            request[EDGE_HEADERS] = (headers[0], None)  # a refused request gets no CORS answer
+            edge.deny.check(request)
+        request[EDGE_HEADERS] = headers
+        if request.method == "OPTIONS" and PREFLIGHT in request.headers:
+            answered = edge.preflight(table, request, route)
+            if answered is not None:
+                route, response = answered
+                # The answer carries its own CORS headers; those of actual requests stay off.
+                request[EDGE_HEADERS] = (edge.security_of(request, route), None)
+        if response is None:
+            if route is None:
+                if match.allowed:
+                    allow = ", ".join(sorted(match.allowed))
+                    raise HTTPProblem(
+                        405,
+                        "method-not-allowed",
+                        f"{request.method} is not allowed here; allowed: {allow}",
+                        headers={"Allow": allow},
+                    )
+                raise HTTPProblem(404, "no-route", "no route matches this path")
+            response = await route.handler(request)
     except HTTPProblem as problem:
         response = render(problem, request)
     except (ConnectionResetError, asyncio.CancelledError):
@@ -72,13 +94,37 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         response = problem_response(500, "internal", "the gateway failed on this request", rid)
     finally:
         table.leave()
+        if metrics is not None:
+            metrics.in_flight.dec()
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
-        response.headers["Server"] = SERVER
+    elapsed = time.perf_counter() - started
+    if metrics is not None:
+        metrics.request(
+            route.route_id if route else UNMATCHED, request.method, response.status, elapsed
+        )
+        upstream = request.get(UPSTREAM_SECONDS)
+        if upstream is not None and route is not None:
+            metrics.upstream.labels(route.pool.name).observe(upstream)
     holder = request.app[TABLE]
     if holder.access_log is not None and holder.current.config.logging.access_log:
-        _access(holder.access_log, table, request, response, route, time.perf_counter() - started)
+        _access(holder.access_log, table, request, response, route, elapsed)
     return response
+
+
+async def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Right before any answer's head is sent (streamed ones included, which the proxy
+    prepares itself): ``Server`` without a version, security headers, CORS."""
+    headers = response.headers
+    headers["Server"] = SERVER
+    try:
+        security, cors = request[EDGE_HEADERS]
+    except KeyError:  # dispatch sets it first thing; nothing else answers in this app
+        return
+    if security:
+        headers.update(security)
+    if cors is not None:
+        cors.apply(headers)
 
 
 def _access(
@@ -119,6 +165,10 @@ def build_app(
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
     app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
     app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.on_response_prepare.append(edge_headers)
+    if config.metrics.enabled:
+        # Buckets are read once: a reload that changes them needs a restart.
+        app[METRICS] = GatewayMetrics(config.metrics.buckets)
 
     async def tables(app: web.Application) -> AsyncIterator[None]:
         from spork_cli.state import store_from_config
@@ -131,12 +181,15 @@ def build_app(
         from spork_cli.breaker import BreakerCache
 
         prefix = config.state.prefix
+        metrics = app.get(METRICS)
+        on_state = metrics.breaker if metrics is not None else None
         resources = Resources(
             store,
             local,
             base_dir,
-            BreakerCache(store, prefix),
-            BreakerCache(local, prefix) if local is not None else None,
+            BreakerCache(store, prefix, on_state=on_state),
+            BreakerCache(local, prefix, on_state=on_state) if local is not None else None,
+            metrics,
         )
         try:
             table = await compile_table(config, None, resources)

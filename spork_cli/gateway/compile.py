@@ -1,33 +1,39 @@
-"""Compile a config into a RouteTable: pools, keys and per-route chains, built in full before
-any request sees them; and retire a replaced table once its requests are done."""
+"""Compile a config into a RouteTable: pools, keys, edge policies (deny rules, security headers,
+CORS, body schemas) and per-route chains, built in full before any request sees them; and
+retire a replaced table once its requests are done."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import ClientTimeout
+from aiohttp import ClientTimeout, web
 
 from spork_cli.config.model import GatewayConfig
-from spork_cli.errors import StateError
+from spork_cli.errors import ConfigError, StateError
 from spork_cli.gateway.forwarding import Forwarding
 from spork_cli.gateway.proxy import forward
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.gateway.upstream import ServicePool
 from spork_cli.middleware import Middleware, chain
+from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer, CorsPolicy
+from spork_cli.middleware.deny import DenyRules, deny_rules
 from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.middleware.security import HeaderSet, Pairs, compile_headers
 from spork_cli.state import StateStore
 
 if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
     from spork_cli.breaker import BreakerCache
+    from spork_cli.gateway.metrics import GatewayMetrics
+    from spork_cli.middleware.validate import Validator
 
 log = structlog.get_logger("spork.gateway")
 
@@ -43,19 +49,77 @@ class Resources:
     base_dir: Path = Path(".")
     breakers: BreakerCache | None = None  # one per process: its 250 ms cache spans reloads
     local_breakers: BreakerCache | None = None
+    metrics: GatewayMetrics | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Edge:
+    """What applies around routing: deny rules, security headers and CORS (preflights, and the
+    headers of actual answers). Per-route parts are indexed by ``CompiledRoute.index``."""
+
+    forwarding: Forwarding
+    security: HeaderSet  # for requests no route takes
+    route_security: tuple[HeaderSet, ...]
+    cors: tuple[CorsPolicy | None, ...]
+    deny: DenyRules | None = None
+
+    def headers_for(
+        self, request: web.Request, route: CompiledRoute | None
+    ) -> tuple[Pairs, CorsAnswer | None]:
+        """The security headers and the CORS answer that ``request``'s response gets."""
+        if route is None:
+            return self.security.pick(request, self.forwarding), None
+        security = self.security_of(request, route)
+        policy = self.cors[route.index]
+        if policy is None:
+            return security, None
+        return security, policy.actual(request.headers.get("Origin"))
+
+    def security_of(self, request: web.Request, route: CompiledRoute) -> Pairs:
+        return self.route_security[route.index].pick(request, self.forwarding)
+
+    def preflight(
+        self, table: RouteTable, request: web.Request, route: CompiledRoute | None
+    ) -> tuple[CompiledRoute, web.Response] | None:
+        """The answer to a CORS preflight, from the route that would serve the method it asks
+        about (whatever methods that route takes itself); None when no CORS route is there."""
+        asked = request.headers.get(PREFLIGHT, "").strip().upper()
+        target = table.match(asked, request.raw_path).route if asked else None
+        for candidate in (target, route):
+            if candidate is not None:
+                policy = self.cors[candidate.index]
+                if policy is not None:
+                    return candidate, policy.preflight(request)
+        return None
+
+
+@dataclass(eq=False)
+class GatewayTable(RouteTable):
+    """A RouteTable and the edge policies compiled with it, swapped in as one."""
+
+    edge: Edge = field(default=None, repr=False)  # type: ignore[assignment]
 
 
 async def compile_table(
     config: GatewayConfig,
     previous: RouteTable | None = None,
     resources: Resources | None = None,
-) -> RouteTable:
+) -> GatewayTable:
     """Everything a config needs to serve, built in full before anyone sees it.
 
     Pools of services whose config did not change are carried over from ``previous`` (with
     their connections and health state), and so is a JWKS cache whose URL did not change.
     """
     resources = resources or Resources()
+    auth = config.auth
+    forwarding = Forwarding(
+        config.server.trusted_proxies,
+        auth.forward_claims if auth is not None else DEFAULT_IDENTITY_HEADERS,
+        auth.roles_claim if auth is not None else "roles",
+        auth.scopes_claim if auth is not None else "scope",
+    )
+    # Before any pool opens: what can fail on a bad file fails with nothing to close.
+    edge, validators = _edge(config, forwarding, resources.base_dir)
     old = dict(previous.pools) if previous is not None else {}
     pools: dict[str, ServicePool] = {}
     jwks = None
@@ -74,14 +138,6 @@ async def compile_table(
         if jwks is not None and (previous is None or previous.jwks is not jwks):
             await jwks.close()
         raise
-    claims = config.auth.forward_claims if config.auth is not None else DEFAULT_IDENTITY_HEADERS
-    auth = config.auth
-    forwarding = Forwarding(
-        config.server.trusted_proxies,
-        claims,
-        auth.roles_claim if auth is not None else "roles",
-        auth.scopes_claim if auth is not None else "scope",
-    )
     routes: list[CompiledRoute] = []
     for index, route in enumerate(config.routes):
         pool = pools[route.service]
@@ -102,21 +158,52 @@ async def compile_table(
                 sock_read=route.timeout or pool.config.timeout,
             ),
         )
+        validator = validators[route.body_schema] if route.body_schema else None
         compiled.handler = chain(
-            _middlewares(compiled, config, verifier, resources), partial(forward, route=compiled)
+            _middlewares(compiled, config, verifier, resources, validator),
+            partial(forward, route=compiled),
         )
         routes.append(compiled)
     secret_query = None
     if auth is not None and auth.query_param is not None:
         secret_query = re.compile(rf"([?&]{re.escape(auth.query_param)}=)[^&#]*")
-    return RouteTable(
+    return GatewayTable(
         config=config,
         routes=tuple(routes),
         pools=pools,
         verifier=verifier,
         jwks=jwks,
         secret_query=secret_query,
+        edge=edge,
     )
+
+
+def _edge(
+    config: GatewayConfig, forwarding: Forwarding, base_dir: Path
+) -> tuple[Edge, dict[str, Validator]]:
+    """The edge policies, and the compiled validator of each ``body_schema`` file."""
+    try:
+        security = compile_headers(config.security_headers)
+        everywhere = CorsPolicy(config.cors) if config.cors is not None else None
+        deny = deny_rules(config.deny)
+    except re.error as exc:
+        raise ConfigError(f"invalid regular expression: {exc}") from exc
+    route_security: list[HeaderSet] = []
+    route_cors: list[CorsPolicy | None] = []
+    validators: dict[str, Validator] = {}
+    for route in config.routes:
+        own = route.security_headers
+        route_security.append(security if own is None else compile_headers(own))
+        try:
+            route_cors.append(everywhere if route.cors is None else CorsPolicy(route.cors))
+        except re.error as exc:
+            raise ConfigError(f"route {route.route_id}: invalid origin regex: {exc}") from exc
+        if route.body_schema is not None and route.body_schema not in validators:
+            from spork_cli.middleware.validate import load_validator
+
+            validators[route.body_schema] = load_validator(base_dir, route.body_schema)
+    edge = Edge(forwarding, security, tuple(route_security), tuple(route_cors), deny)
+    return edge, validators
 
 
 async def _verifier(
@@ -148,6 +235,8 @@ async def _is_revoked(config: GatewayConfig, resources: Resources, jti: str) -> 
     except StateError as exc:
         policy = config.state.on_error
         log.warning("state store failed; revocation check", error=str(exc), policy=policy)
+        if resources.metrics is not None:
+            resources.metrics.state_errors.labels("revocation").inc()
         if policy == "closed":
             raise HTTPProblem(
                 503, "state-unavailable", "the gateway cannot check tokens right now"
@@ -172,10 +261,14 @@ def _middlewares(
     config: GatewayConfig,
     verifier: Verifier | None,
     resources: Resources,
+    validator: Validator | None = None,
 ) -> list[Middleware]:
     """The per-route chain between the dispatcher and the proxy, outermost first: auth, rate
     limit (so the authenticated tier knows who is asking), the cache (a hit costs the service
-    nothing, so its breaker does not see it), then the service's breaker."""
+    nothing, so its breaker does not see it), body validation (an invalid body is the client's
+    fault, not the service's, so the breaker does not count it), then the service's breaker. A
+    route without a feature gets no link for it. Deny rules, security headers and CORS come
+    before the chain, in the dispatcher (see ``Edge``)."""
     chain: list[Middleware] = []
     if route.config.auth != "none" and verifier is not None and config.auth is not None:
         from spork_cli.middleware.auth import auth_middleware
@@ -208,6 +301,10 @@ def _middlewares(
                 resources.local,
             )
         )
+    if validator is not None:
+        from spork_cli.middleware.validate import validate_middleware
+
+        chain.append(validate_middleware(validator, route.max_body))
     breaker = route.pool.config.breaker
     if breaker is not None and resources.breakers is not None:
         from spork_cli.middleware.breaker import breaker_middleware

@@ -22,6 +22,7 @@ from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, SporkError
 from spork_cli.gateway.app import TABLE, TableHolder
 from spork_cli.gateway.compile import compile_table, retire
+from spork_cli.gateway.metrics import METRICS
 
 log = structlog.get_logger("spork.reload")
 
@@ -104,6 +105,10 @@ class Reloader:
         history = self.holder.reloads
         history.append(result)
         del history[:-MAX_HISTORY]
+        metrics = self.app.get(METRICS)
+        if metrics is not None:
+            outcome = str(result.get("result"))
+            metrics.reload({"applied": "success", "unchanged": "unchanged"}.get(outcome, "failure"))
         return result
 
     async def _reload(self, trigger: str) -> dict[str, object]:

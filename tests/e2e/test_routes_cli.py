@@ -7,16 +7,21 @@ import orjson
 from tests.support import PROJECT_ROOT, SporkRunner
 
 
-def test_routes_lists_the_users_route(run_spork: SporkRunner) -> None:
+def test_routes_lists_the_users_routes(run_spork: SporkRunner) -> None:
     result = run_spork("routes", cwd=PROJECT_ROOT, env={"SPORK_CONFIG": None})
     assert result.returncode == 0, result.stderr
-    # One row per route: the path first, then (columns may move) its service by name.
+    # One row per route, in file order: the path first (with a name when it has one), then
+    # (columns may move) its service by name.
     rows = [line.split() for line in result.stdout.splitlines()]
     users = [row for row in rows if row and row[0] == "/api/users"]
-    assert len(users) == 1, result.stdout
-    [row] = users
-    assert "users" in row[1:], result.stdout
-    assert "http://127.0.0.1:9100" in row, result.stdout
+    assert len(users) == 2, result.stdout
+    create, rest = users
+    assert create[1:3] == ["(users-create)", "POST"], result.stdout
+    assert "body_schema" in create, result.stdout
+    assert rest[1] == "*", result.stdout
+    for row in users:
+        assert "users" in row[1:], result.stdout
+        assert "http://127.0.0.1:9100" in row, result.stdout
     assert result.stderr == ""
 
 
@@ -24,7 +29,8 @@ def test_routes_json_lists_the_users_route(run_spork: SporkRunner) -> None:
     result = run_spork("routes", "--json", cwd=PROJECT_ROOT, env={"SPORK_CONFIG": None})
     assert result.returncode == 0, result.stderr
     rows = orjson.loads(result.stdout)
-    [users] = [row for row in rows if row["path"] == "/api/users"]
+    create, users = [row for row in rows if row["path"] == "/api/users"]
+    assert (create["route"], create["methods"]) == ("users-create", ["POST"])
     assert users["route"] == "/api/users"
     assert users["service"] == "users"
     assert users["methods"] == ["*"]

@@ -1,0 +1,147 @@
+"""JSON Schema validation of request bodies on routes with ``body_schema``.
+
+Only POST, PUT and PATCH are checked. Their ``Content-Type`` must be JSON (``application/json``
+or a ``+json`` type), else 415; so is a compressed body (``Content-Encoding``), which could not
+be checked and then forwarded as it came. The body is read up to the route's limit and no
+further (413 as soon as it passes it, like the proxy). A body that is not JSON at all gets 400
+(malformed syntax, RFC 9110 15.5.1); JSON that breaks the schema gets 422 with an ``errors``
+list of ``{"path": JSON Pointer, "message"}``: the first ``MAX_ERRORS`` of them, and
+``"truncated": true`` when there were more (a body of many bad items must not turn into an
+answer many times its size). A valid body goes upstream byte for byte as it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from spork_cli.errors import ConfigError
+from spork_cli.middleware import Handler, Middleware
+from spork_cli.middleware.errors import HTTPProblem
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+MAX_ERRORS = 100
+
+
+class Validator(Protocol):
+    """A compiled schema (``jsonschema_rs``); its errors have ``instance_path`` and ``message``."""
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]: ...
+
+
+def load_validator(base_dir: Path, name: str) -> Validator:
+    """The compiled validator of a schema file (relative to the config's directory)."""
+    import jsonschema_rs
+
+    file = base_dir / name
+    try:
+        document = orjson.loads(file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"body_schema {name} cannot be read ({exc.strerror})") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"body_schema {name} is not valid JSON ({exc})") from exc
+    try:
+        validator: Validator = jsonschema_rs.validator_for(document)
+        return validator
+    except (ValueError, jsonschema_rs.ReferencingError) as exc:
+        first = (str(exc).strip().splitlines() or ["invalid"])[0]
+        raise ConfigError(f"body_schema {name} is not a valid JSON Schema: {first}") from exc
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def pointer(parts: Iterable[str | int]) -> str:
+    """RFC 6901 JSON Pointer; the whole document is ``""``."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def too_large(limit: int) -> HTTPProblem:
+    # The proxy's own problem, so a client sees one answer whichever part counted the bytes.
+    return HTTPProblem(413, "body-too-large", f"the request body is larger than {limit} bytes")
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it passes ``limit`` (the rest is never read)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large(limit)
+    body = bytearray()
+    try:
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise too_large(limit)
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        raise HTTPProblem(400, "unreadable-body", "the request body could not be read") from exc
+    return bytes(body)
+
+
+def replay(request: web.Request, body: bytes) -> None:
+    """Give the proxy the body again: it reads or streams ``request.content``, which reading
+    here used up. aiohttp has no public way to swap a request's body, and the proxy must keep
+    this request object (its keys, its prepare hook), so the stream is replaced in place."""
+    reader = StreamReader(request.protocol, max(len(body), 2**16), loop=asyncio.get_running_loop())
+    if body:
+        reader.feed_data(body)
+    reader.feed_eof()
+    request._payload = reader
+    # `content` is computed once and cached (aiohttp's reify): point the cache at it too.
+    request._cache["content"] = reader
+
+
+def validate_middleware(validator: Validator, max_body: int) -> Middleware:
+    async def validated(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method not in BODY_METHODS:
+            return await handler(request)
+        if not is_json(request.headers.get("Content-Type")):
+            raise HTTPProblem(
+                415,
+                "unsupported-media-type",
+                "this route takes JSON bodies: send Content-Type: application/json",
+            )
+        coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding != "identity":
+            # aiohttp hands over the decoded bytes: what was checked could not go upstream as
+            # it came. RFC 7694: 415, and say which coding is taken.
+            raise HTTPProblem(
+                415,
+                "unsupported-content-encoding",
+                "this route validates bodies and takes them uncompressed",
+                headers={"Accept-Encoding": "identity"},
+            )
+        body = await read_limited(request, max_body)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPProblem(400, "invalid-json", f"the body is not valid JSON: {exc}") from None
+        found = validator.iter_errors(document)
+        errors = [
+            {"path": pointer(error.instance_path), "message": error.message}
+            for error in islice(found, MAX_ERRORS)
+        ]
+        if errors:
+            extra: dict[str, object] = {"errors": errors}
+            if next(found, None) is not None:
+                extra["truncated"] = True
+            raise HTTPProblem(
+                422, "invalid-body", "the body does not match the route's schema", extra=extra
+            )
+        replay(request, body)
+        return await handler(request)
+
+    return validated
