@@ -29,6 +29,12 @@ _T = TypeVar("_T")
 
 # What the page shows, read from its DOM in one evaluation.
 READ_PAGE = """(() => {
+  if (!document.body || !document.getElementById("token-form")) {
+    // Still navigating: nothing shown yet (the probes keep polling).
+    return { polls: 0, status: "", rates: { requests: null, errors: null },
+             totals: { requests: null, errors: null }, routes: [], endpoints: [],
+             breakers: {}, reloads: [], tokenForm: false, hash: location.hash, html: "" };
+  }
   const num = (id) => {
     const v = document.getElementById(id).dataset.value;
     return v === undefined || v === "" ? null : Number(v);
