@@ -59,7 +59,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     response: web.StreamResponse | None = None
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
     table.enter()
     try:
         headers = edge.headers_for(request, route)
@@ -95,7 +95,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     finally:
         table.leave()
         if metrics is not None:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     elapsed = time.perf_counter() - started
@@ -105,7 +105,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         )
         upstream = request.get(UPSTREAM_SECONDS)
         if upstream is not None and route is not None:
-            metrics.upstream.labels(route.pool.name).observe(upstream)
+            metrics.observe("upstream_duration_seconds", route.pool.name, upstream)
     holder = request.app[TABLE]
     if holder.access_log is not None and holder.current.config.logging.access_log:
         _access(holder.access_log, table, request, response, route, elapsed)
@@ -207,8 +207,10 @@ def build_app(
     app.cleanup_ctx.append(tables)
     if announce:
         from spork_cli.gateway.heartbeat import heartbeat_ctx
+        from spork_cli.gateway.metrics import snapshots_ctx
 
         app.cleanup_ctx.append(heartbeat_ctx)
+        app.cleanup_ctx.append(snapshots_ctx)
     if config_file is not None:
         from spork_cli.gateway.reload import reloader_ctx
 

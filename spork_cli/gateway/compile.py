@@ -236,7 +236,7 @@ async def _is_revoked(config: GatewayConfig, resources: Resources, jti: str) -> 
         policy = config.state.on_error
         log.warning("state store failed; revocation check", error=str(exc), policy=policy)
         if resources.metrics is not None:
-            resources.metrics.state_errors.labels("revocation").inc()
+            resources.metrics.count("state_errors", "revocation")
         if policy == "closed":
             raise HTTPProblem(
                 503, "state-unavailable", "the gateway cannot check tokens right now"

@@ -1,39 +1,63 @@
 """Prometheus metrics (DESIGN section 6), served at the admin listener's ``/metrics``.
 
-Counters and histograms are bound once per route and service, so a request only increments.
-State that already lives elsewhere (endpoint health, reload results) is read when scraped.
-With ``--workers N`` every process writes its series to files in ``PROMETHEUS_MULTIPROC_DIR``
-(prometheus-client's multiprocess mode, set up by the supervisor) and the supervisor's
-``/metrics`` adds them up.
+The request path only adds to plain numbers (a counter is a dict entry, a histogram a list of
+bucket counts found by bisection): no locks, no metric objects. They become Prometheus
+families when scraped, together with state read at that moment (endpoint health). With
+``--workers N`` every worker writes a snapshot of its numbers to ``PROMETHEUS_MULTIPROC_DIR``
+once a second (the supervisor sets it up) and the supervisor's ``/metrics`` adds them up: a
+dead worker's counts stay, its gauges go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from spork_cli.gateway.table import RouteTable
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SNAPSHOT_INTERVAL = 1.0  # seconds between a worker's snapshots
 UNMATCHED = "(none)"  # the route label of requests no route matched
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 )
+
+# name -> (help, label names) of every counter
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "requests": ("Requests answered, by route, method and status.", ("route", "method", "status")),
+    "ratelimit_rejected": ("Requests refused with 429, by route.", ("route",)),
+    "breaker_transitions": (
+        "Breaker state changes, by service and the state entered.",
+        ("service", "state"),
+    ),
+    "cache_requests": (
+        "Requests on cached routes, by route and result (hit, miss, bypass).",
+        ("route", "result"),
+    ),
+    "config_reloads": ("Config reloads, by result (success, failure, unchanged).", ("result",)),
+    "state_errors": ("Failed calls to the state store, by operation.", ("op",)),
+}
+HISTOGRAMS: dict[str, tuple[str, str]] = {
+    "request_duration_seconds": (
+        "Time from the request's arrival to its response, by route.",
+        "route",
+    ),
+    "upstream_duration_seconds": (
+        "Time until a service's response head arrived, by service.",
+        "service",
+    ),
+}
 
 
 def multiprocess() -> bool:
@@ -41,148 +65,217 @@ def multiprocess() -> bool:
 
 
 class GatewayMetrics:
-    """Every series of one gateway process, in a registry of its own."""
+    """Every number of one gateway process."""
 
     def __init__(self, buckets: Sequence[float]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "spork_requests_total",
-            "Requests answered, by route, method and status.",
-            ("route", "method", "status"),
-            registry=r,
-        )
-        self.duration = Histogram(
-            "spork_request_duration_seconds",
-            "Time from the request's arrival to its response, by route.",
-            ("route",),
-            buckets=tuple(buckets),
-            registry=r,
-        )
-        self.upstream = Histogram(
-            "spork_upstream_duration_seconds",
-            "Time until a service's response head arrived, by service.",
-            ("service",),
-            buckets=tuple(buckets),
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "spork_requests_in_flight",
-            "Requests being handled now.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.ratelimit_rejected = Counter(
-            "spork_ratelimit_rejected_total",
-            "Requests refused with 429, by route.",
-            ("route",),
-            registry=r,
-        )
-        self.breaker_state = Gauge(
-            "spork_breaker_state",
-            "Circuit breaker state by service: 0 closed, 1 half-open, 2 open.",
-            ("service",),
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.breaker_transitions = Counter(
-            "spork_breaker_transitions_total",
-            "Breaker state changes, by service and the state entered.",
-            ("service", "state"),
-            registry=r,
-        )
-        self.cache_requests = Counter(
-            "spork_cache_requests_total",
-            "Requests on cached routes, by route and result (hit, miss, bypass).",
-            ("route", "result"),
-            registry=r,
-        )
-        self.config_reloads = Counter(
-            "spork_config_reloads_total",
-            "Config reloads, by result (success, failure, unchanged).",
-            ("result",),
-            registry=r,
-        )
-        self.last_reload_success = Gauge(
-            "spork_config_last_reload_success",
-            "Whether the last reload attempt succeeded (1) or failed (0).",
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
-        self.last_reload_success.set(1)
-        self.state_errors = Counter(
-            "spork_state_errors_total",
-            "Failed calls to the state store, by operation.",
-            ("op",),
-            registry=r,
-        )
-        self._requests: dict[tuple[str, str, int], Callable[[], None]] = {}
+        self.bounds = tuple(sorted(buckets))
+        self.counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in COUNTERS}
+        # label -> [bucket counts..., overflow, sum]: the last but one is +Inf's own bucket
+        self.histograms: dict[str, dict[str, list[float]]] = {name: {} for name in HISTOGRAMS}
+        self.in_flight = 0
+        self.breaker_state: dict[str, int] = {}
+        self.last_reload_success = 1
+
+    def count(self, name: str, *labels: str) -> None:
+        series = self.counters[name]
+        series[labels] = series.get(labels, 0) + 1
+
+    def observe(self, name: str, label: str, value: float) -> None:
+        series = self.histograms[name]
+        cells = series.get(label)
+        if cells is None:
+            cells = series[label] = [0.0] * (len(self.bounds) + 2)
+        cells[bisect_left(self.bounds, value)] += 1
+        cells[-1] += value
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         if method not in METHODS:
             method = "OTHER"  # clients choose methods: they must not choose label values
-        key = (route, method, status)
-        inc = self._requests.get(key)
-        if inc is None:
-            inc = self._requests[key] = self.requests.labels(route, method, str(status)).inc
-        inc()
-        self.duration.labels(route).observe(seconds)
+        series = self.counters["requests"]
+        key = (route, method, str(status))
+        series[key] = series.get(key, 0) + 1
+        self.observe("request_duration_seconds", route, seconds)
 
     def breaker(self, service: str, state: str, changed: bool) -> None:
-        self.breaker_state.labels(service).set(BREAKER_STATES.get(state, 0))
+        self.breaker_state[service] = BREAKER_STATES.get(state, 0)
         if changed:
-            self.breaker_transitions.labels(service, state).inc()
+            self.count("breaker_transitions", service, state)
 
     def reload(self, result: str) -> None:
-        self.config_reloads.labels(result).inc()
+        self.count("config_reloads", result)
         if result != "unchanged":
-            self.last_reload_success.set(1 if result == "success" else 0)
+            self.last_reload_success = 1 if result == "success" else 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as plain JSON-able data (what a worker writes for the supervisor)."""
+        return {
+            "bounds": list(self.bounds),
+            "counters": {n: [[*k, v] for k, v in s.items()] for n, s in self.counters.items()},
+            "histograms": {n: dict(s) for n, s in self.histograms.items()},
+            "in_flight": self.in_flight,
+            "breaker_state": dict(self.breaker_state),
+            "last_reload_success": self.last_reload_success,
+        }
 
 
-class _HealthCollector(Collector):
-    """``spork_upstream_healthy{service,endpoint}``, read from the balancer at scrape time."""
+def merge(snapshots: Sequence[dict[str, Any]], live: Sequence[bool]) -> dict[str, Any]:
+    """Add up snapshots; gauges only from live processes (a breaker: its worst state)."""
+    total: dict[str, Any] = {
+        "bounds": snapshots[0]["bounds"] if snapshots else [],
+        "counters": {name: {} for name in COUNTERS},
+        "histograms": {name: {} for name in HISTOGRAMS},
+        "in_flight": 0,
+        "breaker_state": {},
+        "last_reload_success": None,
+    }
+    for snap, alive in zip(snapshots, live, strict=True):
+        for name, rows in snap["counters"].items():
+            series = total["counters"].setdefault(name, {})
+            for *labels, value in rows:
+                key = tuple(labels)
+                series[key] = series.get(key, 0) + value
+        for name, by_label in snap["histograms"].items():
+            series = total["histograms"].setdefault(name, {})
+            for label, cells in by_label.items():
+                mine = series.setdefault(label, [0.0] * len(cells))
+                if len(mine) == len(cells):  # same buckets (a restart may change them)
+                    series[label] = [a + b for a, b in zip(mine, cells, strict=True)]
+        if alive:
+            total["in_flight"] += snap["in_flight"]
+            for service, state in snap["breaker_state"].items():
+                total["breaker_state"][service] = max(total["breaker_state"].get(service, 0), state)
+            last = total["last_reload_success"]
+            ok = snap["last_reload_success"]
+            total["last_reload_success"] = ok if last is None else min(last, ok)
+    if total["last_reload_success"] is None:
+        total["last_reload_success"] = 1
+    return total
 
-    def __init__(self, table: Callable[[], RouteTable | None]) -> None:
-        self.table = table
 
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "spork_upstream_healthy",
-            "Whether the gateway routes to the endpoint (1) or has ejected it (0).",
-            labels=("service", "endpoint"),
-        )
-        table = self.table()
-        if table is not None:
-            for name, pool in table.pools.items():
-                now = pool.balancer.clock()
-                for endpoint in pool.balancer.endpoints:
-                    up = endpoint.available(now)
-                    family.add_metric((name, endpoint.url), 1.0 if up else 0.0)
+def families(data: dict[str, Any], table: RouteTable | None) -> Iterator[Metric]:
+    """Prometheus families of a snapshot (or a merge of them), plus endpoint health."""
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    for name, (text, labels) in COUNTERS.items():
+        family = CounterMetricFamily(f"spork_{name}", text, labels=labels)
+        series = data["counters"].get(name, {})
+        # A merge holds {labels: value}; a snapshot (JSON) holds [*labels, value] rows.
+        rows = series.items() if isinstance(series, dict) else ((r[:-1], r[-1]) for r in series)
+        for key, value in sorted((tuple(k), v) for k, v in rows):
+            family.add_metric(list(key), value)
         yield family
+    bounds = data["bounds"]
+    for name, (text, label) in HISTOGRAMS.items():
+        histogram = HistogramMetricFamily(f"spork_{name}", text, labels=(label,))
+        for value, cells in sorted(data["histograms"].get(name, {}).items()):
+            running, buckets = 0.0, []
+            for bound, count in zip([*bounds, float("inf")], cells[:-1], strict=True):
+                running += count
+                buckets.append((_le(bound), running))
+            histogram.add_metric([value], buckets, sum_value=cells[-1])
+        yield histogram
+    yield GaugeMetricFamily(
+        "spork_requests_in_flight", "Requests being handled now.", value=data["in_flight"]
+    )
+    breakers = GaugeMetricFamily(
+        "spork_breaker_state",
+        "Circuit breaker state by service: 0 closed, 1 half-open, 2 open.",
+        labels=("service",),
+    )
+    for service, state in sorted(data["breaker_state"].items()):
+        breakers.add_metric([service], state)
+    yield breakers
+    yield GaugeMetricFamily(
+        "spork_config_last_reload_success",
+        "Whether the last reload attempt succeeded (1) or failed (0).",
+        value=data["last_reload_success"],
+    )
+    healthy = GaugeMetricFamily(
+        "spork_upstream_healthy",
+        "Whether the gateway routes to the endpoint (1) or has ejected it (0).",
+        labels=("service", "endpoint"),
+    )
+    if table is not None:
+        for name, pool in table.pools.items():
+            now = pool.balancer.clock()
+            for endpoint in pool.balancer.endpoints:
+                healthy.add_metric([name, endpoint.url], 1.0 if endpoint.available(now) else 0.0)
+    yield healthy
 
 
-def exposition(metrics: GatewayMetrics, table: Callable[[], RouteTable | None]) -> bytes:
-    """The text format of every series: this process's, or with ``--workers`` every
-    worker's as written to the multiprocess directory."""
-    registry = metrics.registry
-    if multiprocess():
-        from prometheus_client import multiprocess as mp
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
-        registry = CollectorRegistry()
-        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def collected(directory: Path) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Every worker's last snapshot in ``directory``, and whether that worker still runs."""
+    snapshots, live = [], []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            snapshots.append(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            continue  # being replaced right now: the next scrape has it
+        live.append(path.stem.isdigit() and _alive(int(path.stem)))
+    return snapshots, live
+
+
+def exposition(metrics: GatewayMetrics, table: RouteTable | None) -> bytes:
+    """The text format: this process's numbers, or with ``--workers`` every worker's."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if directory:
+        snapshots, live = collected(Path(directory))
+        data = merge(snapshots, live) if snapshots else metrics.snapshot()
     else:
-        registry = CollectorRegistry()
-        registry.register(_Merged(metrics.registry))
-    registry.register(_HealthCollector(table))
+        data = metrics.snapshot()
+
+    class _Now:
+        def collect(self) -> Iterator[Metric]:
+            yield from families(data, table)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Now())
     return generate_latest(registry)
 
 
-class _Merged(Collector):
-    def __init__(self, source: CollectorRegistry) -> None:
-        self.source = source
+async def snapshots_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A worker's half of ``--workers`` metrics: its snapshot, written once a second."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    metrics = app.get(METRICS)
+    if not directory or metrics is None:
+        yield
+        return
+    path = Path(directory) / f"{os.getpid()}.json"
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self.source.collect()
+    def write() -> None:
+        partial = path.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(metrics.snapshot()))
+        partial.replace(path)  # readers never see half a file
+
+    async def loop() -> None:
+        while True:
+            write()
+            await asyncio.sleep(SNAPSHOT_INTERVAL)  # the snapshot period, by design
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    write()  # the last requests counted before exit
 
 
 METRICS = web.AppKey("spork.metrics", GatewayMetrics)
@@ -192,7 +285,7 @@ def count_state_error(request: web.Request, op: str) -> None:
     """One failed state-store call made for ``request`` (op: ratelimit, breaker, cache...)."""
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.state_errors.labels(op).inc()
+        metrics.count("state_errors", op)
 
 
 def metrics_handler(
@@ -201,14 +294,16 @@ def metrics_handler(
     """The admin listener's ``/metrics`` for the gateway app ``gateway``."""
 
     async def serve(request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         from spork_cli.gateway.app import TABLE
 
         metrics = gateway.get(METRICS)
         if metrics is None:
             raise web.HTTPNotFound(text="metrics are off ([metrics] enabled = false)")
         holder = gateway.get(TABLE)
-        body = exposition(metrics, lambda: holder.current if holder is not None else None)
-        response = web.Response(body=body)
+        table = holder.current if holder is not None else None
+        response = web.Response(body=exposition(metrics, table))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -50,9 +50,8 @@ def supervise(
     _check_port(config.server.host, config.server.port)
     from spork_cli.gateway.metrics import MULTIPROCESS_ENV
 
-    # Every worker writes its metrics to files here (inherited through the environment); the
-    # supervisor's /metrics adds them up. The supervisor's own values stay in memory (its
-    # prometheus-client was imported before this was set): it serves no requests.
+    # Every worker writes its metrics snapshot here (inherited through the environment); the
+    # supervisor's /metrics adds them up.
     with tempfile.TemporaryDirectory(prefix="spork-metrics-") as directory:
         os.environ[MULTIPROCESS_ENV] = directory
         try:
@@ -61,13 +60,6 @@ def supervise(
             os.environ.pop(MULTIPROCESS_ENV, None)
     if code:
         raise SystemExit(code)
-
-
-def _forget_worker(pid: int) -> None:
-    """Drop a dead worker's live gauges (in-flight requests) from the metrics."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -154,7 +146,6 @@ async def _supervise(
             for i, child in enumerate(children):
                 if child.returncode is None:
                     continue
-                _forget_worker(child.pid)
                 now = time.monotonic()
                 if child.returncode == 2 and now - started.pop(child.pid, now) < START_GRACE:
                     log.error("a worker could not start; stopping", code=child.returncode)

@@ -97,12 +97,12 @@ def cache_middleware(
         _mark(request, result, key)
         metrics = request.app.get(METRICS)
         if metrics is not None:
-            metrics.cache_requests.labels(route_id, result.lower()).inc()
+            metrics.count("cache_requests", route_id, result.lower())
 
     def serve(request: web.Request, entry: Entry, age: float, key: str) -> web.Response:
         metrics = request.app.get(METRICS)
         if metrics is not None:
-            metrics.cache_requests.labels(route_id, "hit").inc()
+            metrics.count("cache_requests", route_id, "hit")
         return _serve(request, entry, age, key)
 
     async def lookup(request: web.Request, key: str) -> tuple[CacheHit | None, StateStore | None]:

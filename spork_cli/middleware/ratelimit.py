@@ -89,7 +89,7 @@ def ratelimit_middleware(
         if not result.allowed:
             metrics = request.app.get(METRICS)
             if metrics is not None:
-                metrics.ratelimit_rejected.labels(route_id).inc()
+                metrics.count("ratelimit_rejected", route_id)
             raise HTTPProblem(
                 429,
                 "rate-limited",
