@@ -39,6 +39,10 @@ FORWARDING_HEADERS = frozenset(
 ) | {"traceparent"}
 
 
+# Request body encodings the aiohttp listener decodes before the gateway reads the body.
+INFLATED = frozenset(("gzip", "deflate", "br", "zstd"))
+
+
 class Forwarding:
     """How headers are rewritten on the way; built once per table."""
 
@@ -81,6 +85,10 @@ class Forwarding:
         connection = incoming.get("Connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
+        if incoming.get("Content-Encoding", "").strip().lower() in INFLATED:
+            # The listener hands over the body inflated: what goes upstream is plain bytes, of
+            # a length nobody knows before the end.
+            drop = drop | {"content-encoding", "content-length"}
         items = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
         peer = request.remote or ""
         trusted = bool(self.trusted) and self.is_trusted(peer)

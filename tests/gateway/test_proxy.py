@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -515,3 +516,20 @@ async def test_compressed_response_is_relayed_without_decoding(
     async with client.get("/gzip", auto_decompress=False) as response:
         assert response.headers["Content-Encoding"] == "gzip"
         assert gzip.decompress(await response.read()) == b"compressed upstream body"
+
+
+@pytest.mark.parametrize("size", [100, 200_000])  # read whole, and streamed
+async def test_a_compressed_request_body_reaches_the_upstream_as_it_is_forwarded(
+    gateway: Gateway, upstream: Upstream, size: int
+) -> None:
+    """The listener inflates a gzip request body; what goes upstream says so (no stale
+    Content-Encoding on plain bytes)."""
+
+    client = await gateway(single_service(upstream.url, route={"path": "/api"}))
+    plain = os.urandom(size)  # incompressible: the large one stays over 64 KiB compressed
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"}
+    async with client.post("/api/upload", data=gzip.compress(plain), headers=headers) as answer:
+        assert answer.status == 200
+    received = upstream.requests[-1]
+    assert received.body == plain
+    assert "Content-Encoding" not in received.headers
