@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -49,9 +50,12 @@ async def forward(request: web.Request, route: CompiledRoute) -> web.StreamRespo
         return await _attempts(request, route, limit)
     except HTTPProblem:
         raise
+    except RequestPayloadError as exc:
+        limit.unreadable = exc
+        raise limit.problem(request) from exc
     except Exception as exc:
-        if limit.exceeded:
-            raise limit.problem() from exc
+        if limit.exceeded or limit.unreadable is not None:
+            raise limit.problem(request) from exc
         raise
 
 
@@ -165,8 +169,8 @@ async def _send(
                 h1.ConnectFailed,
                 h1.Disconnected,
             ) as exc:
-                if limit.exceeded:
-                    raise limit.problem() from exc
+                if limit.exceeded or limit.unreadable is not None:
+                    raise limit.problem(request) from exc
                 pool.record_failure(endpoint, _reason(exc))
                 if not last and pool.budget.try_retry():
                     await _backoff(service.retries, attempt, deadline - loop.time())
@@ -175,16 +179,16 @@ async def _send(
                     502, "upstream-unreachable", f"service '{pool.name}' could not be reached"
                 ) from exc
             except (aiohttp.ClientError, h1.UpstreamError) as exc:
-                if limit.exceeded:
-                    raise limit.problem() from exc
+                if limit.exceeded or limit.unreadable is not None:
+                    raise limit.problem(request) from exc
                 pool.record_failure(endpoint, _reason(exc))
                 raise HTTPProblem(
                     502, "upstream-error", f"service '{pool.name}' gave an invalid response"
                 ) from exc
             request[UPSTREAM_SECONDS] = time.perf_counter() - started
-            if limit.exceeded:
+            if limit.exceeded or limit.unreadable is not None:
                 _discard(upstream)
-                raise limit.problem()
+                raise limit.problem(request)
             status = upstream.status
             if status >= 500:
                 pool.record_failure(endpoint, f"status {status}")
@@ -303,19 +307,38 @@ class _BodyLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.exceeded = False
+        self.unreadable: RequestPayloadError | None = None
         # While a streamed body is sent, each chunk the upstream takes pushes this deadline on:
         # an upstream that stops reading gets the same idle timeout as one that stops writing.
         self.idle: asyncio.Timeout | None = None
         self.idle_seconds = 0.0
 
-    def problem(self) -> HTTPProblem:
+    def problem(self, request: web.Request | None = None) -> HTTPProblem:
+        if self.unreadable is not None and request is not None:
+            # A bad Content-Encoding, a broken chunk: the rest of the body cannot be read
+            # either, so the connection ends after the answer, without trying.
+            request.content.feed_eof()
+            return HTTPProblem(
+                400,
+                "bad-request-body",
+                f"the request body could not be read: {_reason_of(self.unreadable)}",
+                close=True,
+            )
         return HTTPProblem(
             413, "body-too-large", f"the request body is larger than {self.limit} bytes"
         )
 
     async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in request.content.iter_chunked(CHUNK):
+        chunks = request.content.iter_chunked(CHUNK).__aiter__()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except RequestPayloadError as exc:
+                self.unreadable = exc
+                raise
             seen += len(chunk)
             if seen > self.limit:
                 self.exceeded = True
@@ -347,6 +370,11 @@ async def _backoff(retries: Retries, attempt: int, remaining: float) -> None:
     # Full jitter (AWS architecture blog): spreads retries of many clients apart.
     ceiling = min(retries.max_backoff, retries.backoff * (2**attempt), max(remaining, 0.0))
     await asyncio.sleep(random.uniform(0, ceiling))
+
+
+def _reason_of(exc: RequestPayloadError) -> str:
+    message = str(getattr(exc, "message", "") or exc).strip()
+    return message.splitlines()[-1].strip() if message else "malformed"
 
 
 def _reason(exc: BaseException) -> str:

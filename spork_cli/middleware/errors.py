@@ -43,11 +43,13 @@ class HTTPProblem(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, object] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.detail = detail
+        self.close = close  # end the connection after the answer (the request is unreadable)
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
 
@@ -77,7 +79,7 @@ def problem_response(
 
 
 def render(problem: HTTPProblem, request: web.Request) -> web.Response:
-    return problem_response(
+    response = problem_response(
         problem.status,
         problem.slug,
         problem.detail,
@@ -85,3 +87,6 @@ def render(problem: HTTPProblem, request: web.Request) -> web.Response:
         problem.headers,
         problem.extra,
     )
+    if problem.close:
+        response.force_close()
+    return response

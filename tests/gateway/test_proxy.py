@@ -533,3 +533,23 @@ async def test_a_compressed_request_body_reaches_the_upstream_as_it_is_forwarded
     received = upstream.requests[-1]
     assert received.body == plain
     assert "Content-Encoding" not in received.headers
+
+
+@pytest.mark.parametrize("size", [15, 300_000])  # read whole, and streamed
+async def test_a_request_body_that_cannot_be_inflated_is_a_400_problem(
+    gateway: Gateway, upstream: Upstream, size: int
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/api"}))
+    before = len(upstream.requests)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    garbage = b"\x1f\x8b" + os.urandom(size)  # a gzip magic, then nothing gzip can read
+    async with client.put("/api/users/1", data=garbage, headers=headers) as answer:
+        assert answer.status == 400
+        assert answer.content_type == "application/problem+json"
+        body = await answer.json()
+    assert body["type"] == "urn:spork:problem:bad-request-body"
+    assert "gzip" in body["detail"]
+    assert len(upstream.requests) == before  # nothing reached the service
+    assert answer.headers.get("Connection") == "close"  # the rest of the body is unreadable
+    async with client.get("/api/after") as after:  # and the gateway goes on serving
+        assert after.status == 200
