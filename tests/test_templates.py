@@ -17,6 +17,14 @@ from spork_cli.errors import UsageError
 from tests.support import PROJECT_ROOT, SporkRunner
 
 TEMPLATES = [t.name for t in scaffold.list_templates()]
+# Production templates read their secrets from the environment and fail closed without them.
+TEMPLATE_ENV: dict[str, dict[str, str]] = {
+    "deploy": {
+        "SPORK_JWT_SECRET": "test-only-hs256-secret-of-at-least-32-bytes",
+        "SPORK_ADMIN_TOKEN": "test-only-admin-token",
+        "SPORK_REDIS_URL": "redis://redis.example:6379/0",
+    },
+}
 
 
 def test_at_least_three_templates_including_minimal_and_full() -> None:
@@ -26,7 +34,7 @@ def test_at_least_three_templates_including_minimal_and_full() -> None:
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_rendered_template_passes_check_strictly(name: str, tmp_path: Path) -> None:
     scaffold.render(scaffold.get_template(name), tmp_path)
-    loaded = check_file(str(tmp_path / "gateway.toml"), env={})
+    loaded = check_file(str(tmp_path / "gateway.toml"), env=TEMPLATE_ENV.get(name, {}))
     assert loaded.config is not None
     assert [d.one_line() for d in loaded.diagnostics] == []
 
@@ -131,7 +139,7 @@ async def test_every_template_compiles_with_its_keys(name: str, tmp_path: Path) 
     else:
         scaffold.render(scaffold.get_template(name), tmp_path)
         file = tmp_path / "gateway.toml"
-    config = load_config(file, env={})
+    config = load_config(file, env=TEMPLATE_ENV.get(name, {}))
     table = await compile_table(config, None, Resources(base_dir=file.parent))
     try:
         assert len(table.routes) == len(config.routes)
