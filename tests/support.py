@@ -957,3 +957,13 @@ def self_signed_certificate(directory: Path, common_name: str = "localhost") -> 
         )
     )
     return cert_path, key_path
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, wait for it, and close its pipes (test teardown)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

@@ -30,6 +30,7 @@ from tests.support import (
     free_port,
     free_ports,
     gateway_toml,
+    reap,
     spork_env,
 )
 
@@ -256,9 +257,4 @@ def test_watch_refreshes_until_interrupted(tmp_path: Path, redis_url: str) -> No
         assert proc.wait(timeout=10) == 0
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        reap(proc)

@@ -25,6 +25,7 @@ from tests.support import (
     Upstream,
     UpstreamFactory,
     free_port,
+    reap,
     serve_app,
     spork_env,
 )
@@ -345,9 +346,4 @@ async def test_watch_probes_again_each_refresh_until_interrupted(
         assert "Traceback" not in proc.stderr.read()
     finally:
         guard.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        reap(proc)
