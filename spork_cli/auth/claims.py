@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from spork_cli.auth import TokenRejected
-from spork_cli.auth.keys import show
+from spork_cli.auth.algorithms import show
 from spork_cli.config.model import Auth
 
 

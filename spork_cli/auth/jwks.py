@@ -26,7 +26,8 @@ import aiohttp
 import structlog
 
 from spork_cli.auth import KeyLoadError, TokenRejected
-from spork_cli.auth.keys import ALGORITHMS, KeySet
+from spork_cli.auth.algorithms import ALGORITHMS
+from spork_cli.auth.keys import KeySet
 from spork_cli.config.model import Auth
 
 log = structlog.get_logger("spork.auth")

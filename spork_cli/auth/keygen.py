@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from spork_cli.auth.keys import ALGORITHMS, RSA_MIN_BITS, family_of
+from spork_cli.auth.algorithms import ALGORITHMS, RSA_MIN_BITS, family_of
 from spork_cli.errors import UsageError
 
 SECRET_BYTES = 64

@@ -20,17 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from spork_cli.auth import KeyLoadError
-from spork_cli.auth.keys import (
+from spork_cli.auth.algorithms import (
     ALGORITHMS,
     EC_CURVES,
     HMAC_MIN_BYTES,
     RSA_ALGORITHMS,
     RSA_MIN_BITS,
     family_of,
-    looks_like_key_file,
-    read_key_file,
-    resolve,
 )
+from spork_cli.auth.key_files import looks_like_key_file, read_key_file, resolve
 from spork_cli.config.model import Auth
 from spork_cli.errors import UsageError
 

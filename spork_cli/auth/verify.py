@@ -16,10 +16,11 @@ import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from spork_cli.auth import KeyLoadError, TokenRejected, UnknownKeyId
+from spork_cli.auth.algorithms import VerificationKey, show
 from spork_cli.auth.cache import TokenCache
 from spork_cli.auth.claims import Identity, check_claims, identity_of
 from spork_cli.auth.jwks import JwksCache
-from spork_cli.auth.keys import KeySet, VerificationKey, show
+from spork_cli.auth.keys import KeySet
 from spork_cli.config.model import Auth
 
 # aiohttp refuses header lines over 8 KiB anyway; a longer token is junk or an attack.

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from spork_cli.auth import TokenRejected
-from spork_cli.auth.keys import KeySet, VerificationKey
+from spork_cli.auth.algorithms import VerificationKey
+from spork_cli.auth.keys import KeySet
 from spork_cli.auth.verify import Verifier
 from tests.auth.keyring import NOW, SECRET, Clock, auth, claims, sign
 
