@@ -23,7 +23,14 @@ from yarl import URL
 
 from spork_cli.gateway import h1
 from spork_cli.gateway.forwarding import response_headers
-from spork_cli.middleware import CAPTURE, ENDPOINT, REQUEST_ID, RESPONSE_HEADERS, UPSTREAM_SECONDS
+from spork_cli.middleware import (
+    BODY,
+    CAPTURE,
+    ENDPOINT,
+    REQUEST_ID,
+    RESPONSE_HEADERS,
+    UPSTREAM_SECONDS,
+)
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -350,6 +357,9 @@ class _BodyLimit:
 
 async def _request_body(request: web.Request, limit: _BodyLimit) -> tuple[object, bool]:
     """The body to send: bytes when small and known (replayable), else the stream."""
+    read = request.get(BODY)
+    if read is not None:
+        return read, True
     if not request.body_exists:
         return None, True
     length = request.content_length

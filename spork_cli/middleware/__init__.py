@@ -21,6 +21,8 @@ RESPONSE_HEADERS = web.RequestKey("spork.response_headers", dict)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("spork.identity")
 # Set by the cache middleware on a miss: the proxy keeps a copy of a streamed body in it.
 CAPTURE: web.RequestKey[Capture] = web.RequestKey("spork.capture")
+# A body a middleware has already read whole (to validate it): the proxy sends these bytes.
+BODY = web.RequestKey("spork.body", bytes)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

@@ -12,17 +12,16 @@ answer many times its size). A valid body goes upstream byte for byte as it came
 
 from __future__ import annotations
 
-import asyncio
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from spork_cli.errors import ConfigError
-from spork_cli.middleware import Handler, Middleware
+from spork_cli.middleware import BODY, Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -91,19 +90,6 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def replay(request: web.Request, body: bytes) -> None:
-    """Give the proxy the body again: it reads or streams ``request.content``, which reading
-    here used up. aiohttp has no public way to swap a request's body, and the proxy must keep
-    this request object (its keys, its prepare hook), so the stream is replaced in place."""
-    reader = StreamReader(request.protocol, max(len(body), 2**16), loop=asyncio.get_running_loop())
-    if body:
-        reader.feed_data(body)
-    reader.feed_eof()
-    request._payload = reader
-    # `content` is computed once and cached (aiohttp's reify): point the cache at it too.
-    request._cache["content"] = reader
-
-
 def validate_middleware(validator: Validator, max_body: int) -> Middleware:
     async def validated(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method not in BODY_METHODS:
@@ -141,7 +127,7 @@ def validate_middleware(validator: Validator, max_body: int) -> Middleware:
             raise HTTPProblem(
                 422, "invalid-body", "the body does not match the route's schema", extra=extra
             )
-        replay(request, body)
+        request[BODY] = body
         return await handler(request)
 
     return validated
