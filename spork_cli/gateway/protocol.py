@@ -1,18 +1,28 @@
 """Errors aiohttp answers before any handler runs (malformed requests, oversized headers)
-are problem+json too, and never carry a traceback."""
+are problem+json too, carry the configured security headers, and never a traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from spork_cli.gateway.app import TABLE
 from spork_cli.middleware.errors import problem_response
+from spork_cli.middleware.security import Pairs
+
+
+def no_headers() -> Pairs:
+    return ()
 
 
 class ProblemRequestHandler(RequestHandler):
+    # The headers of the table serving now: a reload changes them without a new connection.
+    edge_headers: Callable[[], Pairs] = staticmethod(no_headers)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -27,7 +37,10 @@ class ProblemRequestHandler(RequestHandler):
         )
         if status < 500 and exc is not None:
             detail = _short(exc) or detail
-        response = problem_response(status, slug, detail, headers={"Server": "spork"})
+        headers = {"Server": "spork"}
+        # No request was parsed, so HSTS (which depends on how it arrived) is left out.
+        headers.update(self.edge_headers())
+        response = problem_response(status, slug, detail, headers=headers)
         response.force_close()
         del original
         return response
@@ -40,14 +53,22 @@ def _short(exc: BaseException) -> str:
 
 
 class ProblemServer(web.Server):
+    edge_headers: Callable[[], Pairs] = staticmethod(no_headers)
+
     def __call__(self) -> RequestHandler:
-        return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.edge_headers = self.edge_headers
+        return handler
 
 
 class GatewayRunner(web.AppRunner):
-    """An AppRunner whose low-level errors are problem+json."""
+    """An AppRunner whose low-level errors are problem+json with the security headers."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = ProblemServer
+        assert isinstance(server, ProblemServer)
+        app = self.app
+        if TABLE in app:
+            server.edge_headers = lambda: app[TABLE].current.edge.security.plain
         return server

@@ -120,7 +120,7 @@ MALFORMED = [
 ]
 
 
-async def test_malformed_requests_get_problem_json_and_the_gateway_stays_up(
+async def test_malformed_requests_get_problem_json_with_security_headers_and_the_gateway_stays_up(
     repo_config: RepoConfig, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:
     server = await spork_server(repo_config.path, repo_config.port, repo_config.admin_port)
@@ -133,6 +133,8 @@ async def test_malformed_requests_get_problem_json_and_the_gateway_stays_up(
             status = int(head.split(b" ", 2)[1])
             assert 400 <= status < 500, answer[:200]
             assert b"application/problem+json" in head.lower() or not body, answer[:300]
+            # The repo's config keeps the default security-header preset.
+            assert b"\r\nx-content-type-options: nosniff" in head.lower(), head
     async with http.get(f"{server.url}/api/users/1") as response:
         assert response.status == 200
     assert server.running
