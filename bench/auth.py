@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import free_port, nginx_conf, wait_port
+from harness import free_port, wait_port
+from targets import nginx_conf
 
 from spork_cli.auth.keygen import keygen
 from spork_cli.auth.mint import build_claims, sign, signing_key

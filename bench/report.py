@@ -1,0 +1,101 @@
+"""The benchmark's Markdown: the proxy table, the command-line table and the goals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import median
+
+from load import Target
+
+CHAIN_VS_FLOOR = 0.70
+SPORK_VS_FASTAPI = 2.0
+HELP_SECONDS = 0.3
+
+
+def _by_key(targets: Sequence[Target], key: str) -> Target | None:
+    return next((t for t in targets if t.key == key), None)
+
+
+def proxy_table(
+    targets: Sequence[Target], duration: float, rounds: int, connections: int, single: float
+) -> str:
+    floor = median(next(t for t in targets if t.key == "floor").rps)
+    fastapi = _by_key(targets, "fastapi")
+    direct = median(targets[0].p50_single)
+    x_fastapi = " x FastAPI |" if fastapi else ""
+    lines = [
+        f"wrk -t1 -c{connections} -d{duration:g}s, {rounds} interleaved rounds; "
+        f"single-connection p50 from -c1 -d{single:g}s runs; every target gets the same "
+        "Authorization header.",
+        "",
+        f"| target | req/s median (min-max) | x floor |{x_fastapi} p50 ms | p99 ms "
+        "| p50 at 1 conn ms | added over direct ms | RSS MB |",
+        "| --- " * (8 + bool(fastapi)) + "|",
+    ]
+    for t in targets:
+        rps = median(t.rps)
+        ratio = f" {rps / median(fastapi.rps):.2f} |" if fastapi else ""
+        one = median(t.p50_single)
+        lines.append(
+            f"| {t.name} | {rps:,.0f} ({min(t.rps):,.0f}-{max(t.rps):,.0f}) "
+            f"| {rps / floor:.2f} |{ratio} {median(t.p50):.2f} | {median(t.p99):.2f} "
+            f"| {one:.3f} | {one - direct:+.3f} | {max(t.rss):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cli_table(rows: Sequence[tuple[str, list[float]]], runs: int) -> str:
+    lines = [
+        f"Command-line tool, whole-process wall time, {runs} runs each:",
+        "",
+        "| command | median s (min-max), whole process |",
+        "| --- | --- |",
+    ]
+    for name, times in rows:
+        lines.append(f"| {name} | {median(times):.3f} ({min(times):.3f}-{max(times):.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _goal(goal: str, shown: str, target: str, met: bool) -> str:
+    return f"| {goal} | {shown} | {target} | {'yes' if met else 'NO'} |"
+
+
+def goals(targets: Sequence[Target], cli: Sequence[tuple[str, list[float]]]) -> str:
+    """Each goal whose parts were measured: what it asks, what this run measured, met or not."""
+    rps = {t.key: median(t.rps) for t in targets if t.rps}
+    rows = []
+    if "chain" in rps and "floor" in rps:
+        ratio = rps["chain"] / rps["floor"]
+        rows.append(
+            _goal(
+                "spork full chain vs the aiohttp floor",
+                f"{ratio:.2f} x",
+                f">= {CHAIN_VS_FLOOR:.2f} x",
+                ratio >= CHAIN_VS_FLOOR,
+            )
+        )
+    if "plain" in rps and "fastapi" in rps:
+        ratio = rps["plain"] / rps["fastapi"]
+        rows.append(
+            _goal(
+                "spork plain route vs FastAPI + httpx",
+                f"{ratio:.2f} x",
+                f">= {SPORK_VS_FASTAPI:g} x",
+                ratio >= SPORK_VS_FASTAPI,
+            )
+        )
+    for name, times in cli:
+        if name == "spork --help":
+            seconds = median(times)
+            rows.append(
+                _goal(
+                    "spork --help, median wall time",
+                    f"{seconds:.3f} s",
+                    f"<= {HELP_SECONDS:g} s",
+                    seconds <= HELP_SECONDS,
+                )
+            )
+    if not rows:
+        return ""
+    header = ["| goal | measured | target | met |", "| --- | --- | --- | --- |"]
+    return "\n".join([*header, *rows]) + "\n"
