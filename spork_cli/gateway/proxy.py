@@ -259,8 +259,9 @@ async def _relay_h1(
         if capture is not None:
             capture.complete = True
     except h1.UpstreamError as exc:
-        log.warning("upstream broke off mid-response", error=str(exc))
-        raise ConnectionResetError("upstream broke off mid-response") from exc
+        _cut(request, str(exc))
+    except ConnectionResetError:
+        pass  # the client went away; nothing is left to answer
     finally:
         upstream.close()
     return response
@@ -274,6 +275,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     if extra:
         headers.update(extra)
     length = upstream.content_length
+    response: web.StreamResponse | None = None
     try:
         if request.method == "HEAD" or upstream.status in (204, 304):
             return await _without_body(request, upstream.status, upstream.reason, headers)
@@ -300,12 +302,28 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         if capture is not None:
             capture.complete = True
         return response
+    except ConnectionResetError:  # first: aiohttp's own subclasses it
+        if response is None:
+            raise
+        # The client went away; nothing is left to answer.
     except (aiohttp.ClientError, TimeoutError) as exc:
-        # The head was sent already: all we can do is cut the client's connection.
-        log.warning("upstream broke off mid-response", error=_reason(exc))
-        raise ConnectionResetError("upstream broke off mid-response") from exc
+        if response is None or not response.prepared:
+            raise HTTPProblem(
+                502, "upstream-error", "the service's response broke off before its end"
+            ) from exc
+        _cut(request, _reason(exc))
     finally:
         upstream.release()
+    return response
+
+
+def _cut(request: web.Request, reason: str) -> None:
+    """The head was sent already: all that is left is to end the client's connection, so
+    it sees the body stop short. The response is still returned, and so logged and counted."""
+    log.warning("upstream broke off mid-response", error=reason)
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 class _BodyLimit:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -165,3 +166,25 @@ class Figures:
                 f"| {r.note} |"
             )
         return "\n".join(lines) + "\n"
+
+
+async def serve_on_free_ports(
+    start: Callable[..., Awaitable[Any]],
+    config: Path,
+    render: Callable[[int, int], str],
+    attempts: int = 3,
+) -> Any:
+    """Write ``render(port, admin_port)`` to ``config`` and start it with ``start`` (the
+    `spork_server` fixture), on fresh ports again when another process took one of them
+    between choosing and binding: free ports are only known to have been free a moment ago."""
+    from tests.support import free_ports
+
+    for attempt in range(attempts):
+        port, admin_port = free_ports(2)
+        config.write_text(render(port, admin_port))
+        try:
+            return await start(config, port, admin_port)
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
