@@ -147,7 +147,8 @@ class State(Model):
         "open",
         description=(
             "When the store fails: `open` allows, `closed` answers 503, `local` falls back "
-            "to per-process memory until the store answers again."
+            "to per-process memory until the store answers again. `/health/ready` fails "
+            "during an outage only with `closed` (else it says `degraded`)."
         ),
     )
     pool_size: int = Field(

@@ -55,7 +55,12 @@ async def ready(request: web.Request) -> web.Response:
         try:
             await store.ping()
         except StateError as exc:
-            # Not ready: an orchestrator should route traffic elsewhere until it answers.
+            if holder.current.config.state.on_error != "closed":
+                # Requests are still served as `on_error` says (open, or local state): taking
+                # every instance out of its load balancer at once would be the real outage.
+                body.update(status="degraded", state_error=str(exc))
+                return json_response(body)
+            # Every request that needs state is refused: route traffic elsewhere until it answers.
             body.update(status="state unreachable", state_error=str(exc))
             return json_response(body, status=503)
     return json_response(body)

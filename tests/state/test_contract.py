@@ -108,16 +108,32 @@ async def test_unreachable_redis_is_a_state_error_within_the_timeout() -> None:
         await store.close()
 
 
-async def test_readiness_follows_the_state_store(
-    aiohttp_client: Any, redis_server: Any, redis_url: str, upstream: Any
+@pytest.mark.parametrize(
+    ("policy", "outage_status", "outage_label"),
+    [("closed", 503, "state unreachable"), ("open", 200, "degraded"), ("local", 200, "degraded")],
+)
+async def test_readiness_follows_the_state_store_as_on_error_says(
+    aiohttp_client: Any,
+    redis_server: Any,
+    redis_url: str,
+    upstream: Any,
+    policy: str,
+    outage_status: int,
+    outage_label: str,
 ) -> None:
+    """Not ready while Redis is down only when requests that need it are refused (closed)."""
     from spork_cli.config.model import GatewayConfig
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
 
     config = GatewayConfig.model_validate(
         {
-            "state": {"backend": "redis", "url": redis_url, "timeout": "200ms"},
+            "state": {
+                "backend": "redis",
+                "url": redis_url,
+                "timeout": "200ms",
+                "on_error": policy,
+            },
             "services": [{"name": "u", "endpoints": [upstream.url]}],
             "routes": [{"path": "/", "service": "u"}],
         }
@@ -130,8 +146,10 @@ async def test_readiness_follows_the_state_store(
     redis_server.stop()
     try:
         async with admin.get("/health/ready") as ready:
-            assert ready.status == 503
-            assert (await ready.json())["status"] == "state unreachable"
+            assert ready.status == outage_status
+            body = await ready.json()
+            assert body["status"] == outage_label
+            assert body["state_error"]
         async with admin.get("/health") as alive:
             assert alive.status == 200
     finally:
