@@ -3,11 +3,14 @@ each `on_error` policy: during the outage the rate-limited route behaves as conf
 (`open` lets requests through, `closed` answers 503 problem+json, `local` enforces the limit
 in process memory), no request waits much longer than the state timeout, and within a second
 of Redis coming back the limiter state is written to Redis again and the answers are the
-normal ones."""
+normal ones. Also a Redis frozen with SIGSTOP, which keeps its connections open, so every
+request waits out the state timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,4 +211,80 @@ async def test_redis_killed_and_restarted_under_load_follows_on_error(
     async with aiohttp.ClientSession() as http, http.get(f"{server.admin_url}/health") as health:
         assert health.status == 200
     assert server.running
+    assert "Traceback" not in server.output()
+
+
+async def test_redis_frozen_under_load_costs_each_request_at_most_the_state_timeout(
+    tmp_path: Path,
+    spork_server: StartSpork,
+    upstream: Upstream,
+    redis_server: RedisServer,
+    redis_url: str,
+    figures: Figures,
+) -> None:
+    """A Redis that stops answering but keeps its connections open (SIGSTOP: a stalled host, a
+    full disk) is the case the state timeout is for: with `on_error = "open"` every request is
+    answered within the timeout plus slack, and the normal answers are back within a second of
+    Redis running again."""
+
+    def render(port: int, admin: int) -> str:
+        return gateway_toml(
+            port,
+            admin,
+            {"svc": upstream.url},
+            {"/": "svc"},
+            route_extra=f'rate_limit = {{ requests = {OPEN_LIMIT}, per = "1h", key = ["ip"] }}',
+            extra=(
+                f'[state]\nbackend = "redis"\nurl = "{redis_url}"\n'
+                f'timeout = "{int(STATE_TIMEOUT * 1000)}ms"\non_error = "open"\n'
+            ),
+        )
+
+    server: SporkServer = await serve_on_free_ports(spork_server, tmp_path / "gateway.toml", render)
+    url = f"{server.url}/x"
+
+    async def request(session: aiohttp.ClientSession, index: int) -> tuple[int, bytes]:
+        return await observe(url, session, index)
+
+    pid = redis_server.pid
+    assert pid is not None
+    load = Load(clients=4, limit=20_000, deadline=20.0, request=request, keep_bodies=True)
+    async with load:
+        await load.answered(30)
+        frozen = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await eventually(
+                lambda: len([s for s in load.since(frozen) if s.ended > frozen]) >= 40,
+                what="40 requests while Redis is frozen",
+            )
+            thawed = time.monotonic()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        def back_to_normal() -> Sample | None:
+            return next((s for s in load.since(thawed) if NORMAL["open"](answer(s))), None)
+
+        first_normal = await eventually(back_to_normal, timeout=5.0, what="a normal answer")
+        await load.more(100)
+
+    samples = load.samples
+    stalled = [s for s in samples if s.started >= frozen and s.ended <= thawed]
+    wrong = [s for s in samples if s.status != 200 or s.seconds > STATE_TIMEOUT + SLACK]
+    recovery = first_normal.ended - thawed
+    figures.record(
+        "redis frozen (SIGSTOP), on_error=open",
+        samples,
+        len(wrong),
+        recovery_s=recovery,
+        note=(
+            f"{len(stalled)} while frozen, slowest {max(s.seconds for s in stalled) * 1000:.0f} "
+            f"ms; state timeout {STATE_TIMEOUT * 1000:g} ms"
+        ),
+    )
+    assert len(stalled) >= 40
+    # While frozen the limiter could not decide: admitted without its headers, as `open` says.
+    assert all(DURING_OUTAGE["open"](answer(s)) for s in stalled)
+    assert not wrong, [(s.status, round(s.seconds, 3)) for s in wrong[:10]]
+    assert recovery < RECOVERY, f"normal answers back after {recovery:.2f}s"
     assert "Traceback" not in server.output()
