@@ -144,7 +144,22 @@ def _header_value(value: object) -> str:
         text = "true" if value else "false"
     else:
         text = str(value)
+    if not text.isascii():
+        # A lone surrogate (JSON allows "\ud800") has no UTF-8 form: it becomes U+FFFD.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return _CONTROL.sub(" ", text)
+
+
+def not_utf8(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The name of the first header whose value is not UTF-8 text (bytes aiohttp kept as
+    surrogate escapes), or None."""
+    for name, value in headers:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -258,10 +258,9 @@ def _request_head(
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body) if body else 0}")
     lines.append("\r\n")
-    try:
-        return "\r\n".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        return "\r\n".join(lines).encode("utf-8")
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: this gives the client's
+    # bytes back exactly, whether they were UTF-8 or not (obs-text, RFC 9110 5.5).
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 class Response:

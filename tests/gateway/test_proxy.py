@@ -355,6 +355,46 @@ async def test_encoded_dot_segments_are_not_decoded(gateway: Gateway, upstream: 
     assert seen["raw_path"] == "/public/a%2F..%2F..%2Fadmin"
 
 
+async def raw_request(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(payload)
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("value", [b"\xffb\xe9", "José ü".encode()], ids=["not-utf8", "utf8"])
+async def test_header_bytes_reach_the_upstream_exactly_as_sent(
+    gateway: Gateway, upstream: Upstream, value: bytes
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    answer = await raw_request(
+        client.port,
+        b"GET /x HTTP/1.1\r\nHost: h\r\nX-A: " + value + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    # The upstream (aiohttp too) decodes header bytes as UTF-8 with surrogateescape.
+    assert upstream.requests[-1].headers["X-A"].encode("utf-8", "surrogateescape") == value
+
+
+async def test_a_header_that_is_not_utf8_on_a_streamed_request_is_a_400_problem(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    answer = await raw_request(
+        client.port,
+        b"POST /x HTTP/1.1\r\nHost: h\r\nX-A: \xff\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"application/problem+json" in head
+    assert b"bad-header" in body and b"X-A" in body
+    assert upstream.requests == []
+
+
 # --- upstream answers and gateway errors -------------------------------------------------------
 
 
