@@ -115,14 +115,20 @@ def validate_middleware(validator: Validator, max_body: int) -> Middleware:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise HTTPProblem(400, "invalid-json", f"the body is not valid JSON: {exc}") from None
-        found = validator.iter_errors(document)
-        errors = [
-            {"path": pointer(error.instance_path), "message": error.message}
-            for error in islice(found, MAX_ERRORS)
-        ]
+        try:
+            found = validator.iter_errors(document)
+            errors = [
+                {"path": pointer(error.instance_path), "message": error.message}
+                for error in islice(found, MAX_ERRORS)
+            ]
+            more = bool(errors) and next(found, None) is not None
+        except ValueError as exc:  # the validator's own recursion limit
+            raise HTTPProblem(
+                422, "invalid-body", f"the body cannot be checked against the schema: {exc}"
+            ) from None
         if errors:
             extra: dict[str, object] = {"errors": errors}
-            if next(found, None) is not None:
+            if more:
                 extra["truncated"] = True
             raise HTTPProblem(
                 422, "invalid-body", "the body does not match the route's schema", extra=extra

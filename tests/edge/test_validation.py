@@ -368,3 +368,15 @@ async def test_schema_changes_apply_on_reload_and_a_broken_schema_is_not_applied
         assert response.status == 200  # the last good schema still applies
     async with client.post("/users", json={}) as response:
         await problem(response, 422)
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_a_body_nested_past_the_validators_limit_is_422_not_500(
+    gateway: Gateway, backend: Backend, schema_file: Path, depth: int
+) -> None:
+    client = await gateway(validated(backend.url, schema_file))
+    data = b'{"name": "a", "tags": ' + b"[" * depth + b"]" * depth + b"}"
+    async with client.post("/users", data=data, headers=JSON_HEADERS) as response:
+        body = await problem(response, 422)
+    assert body["type"] == "urn:spork:problem:invalid-body"
+    assert backend.calls == 0
