@@ -44,13 +44,16 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 
 
 class _DropClientErrors(logging.Filter):
-    """Malformed requests are the client's problem and already answered with 400."""
+    """Malformed requests are the client's problem and already answered with 400. So is a
+    body that cannot be decoded (a bad Content-Encoding) which aiohttp reads to its end after
+    an answer that did not need it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from aiohttp.http_exceptions import BadHttpMessage
+        from aiohttp.web_protocol import RequestPayloadError
 
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, BadHttpMessage)
+        return not isinstance(exc, BadHttpMessage | RequestPayloadError)
 
 
 def _route_stdlib(renderer: Any, shared: list[Any], level: int) -> None:

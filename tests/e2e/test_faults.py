@@ -117,6 +117,9 @@ MALFORMED = [
     b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
     b"POST /api/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40)),
+    # Answered (404) without reading the body, which aiohttp then drains and cannot inflate.
+    b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n"
+    b"Connection: close\r\n\r\nnot gzip",
 ]
 
 
