@@ -450,7 +450,7 @@ class Upstream:
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/status/{code:[0-9]{3}}", self._status)
         app.router.add_route("*", "/slow", self._slow)
-        app.router.add_route("*", "/{tail:.*}", self._echo)
+        app.router.add_route("*", "/{tail:(?s:.*)}", self._echo)  # control characters too
         return app
 
     @web.middleware

@@ -18,7 +18,7 @@ from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
-from spork_cli.middleware.errors import HTTPProblem, problem_response, render
+from spork_cli.middleware.errors import CONTENT_TYPE, HTTPProblem, problem_response, render
 from spork_cli.middleware.request_id import request_id
 from spork_cli.middleware.security import Pairs
 
@@ -119,12 +119,38 @@ async def edge_headers(request: web.Request, response: web.StreamResponse) -> No
     headers["Server"] = SERVER
     try:
         security, cors = request[EDGE_HEADERS]
-    except KeyError:  # dispatch sets it first thing; nothing else answers in this app
+    except KeyError:  # dispatch sets it first thing: aiohttp answered by itself
+        _as_problem(request, response)
         return
     if security:
         headers.update(security)
     if cors is not None:
         cors.apply(headers)
+
+
+_OWN_ANSWERS = {
+    404: ("no-route", "no route matches this request target"),
+    417: ("expectation-failed", "only the expectation 100-continue is supported"),
+}
+
+
+def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer aiohttp made before dispatch ran (a target its router cannot place, such as
+    CONNECT's host:port or an absolute form without a path; an unknown Expect) becomes a
+    problem like every other, with a request id and the security headers."""
+    if not isinstance(response, web.Response) or response.content_type == CONTENT_TYPE:
+        return
+    rid = request_id(None)
+    slug, detail = _OWN_ANSWERS.get(response.status, ("bad-request", "the request was refused"))
+    made = problem_response(response.status, slug, detail, rid)
+    assert isinstance(made.body, bytes)
+    response.body = made.body
+    response.headers["Content-Type"] = CONTENT_TYPE
+    response.headers["Content-Length"] = str(len(made.body))
+    response.headers["X-Request-ID"] = rid
+    holder = request.app.get(TABLE)
+    if holder is not None:
+        response.headers.update(holder.current.edge.security.plain)
 
 
 def _access(
@@ -164,7 +190,8 @@ def build_app(
 ) -> web.Application:
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
     app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Any target, control characters included (a decoded %0A is still a path to route).
+    app.router.add_route("*", "/{tail:(?s:.*)}", dispatch)
     app.on_response_prepare.append(edge_headers)
     if config.metrics.enabled:
         # Buckets are read once: a reload that changes them needs a restart.

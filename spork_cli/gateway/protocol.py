@@ -12,6 +12,7 @@ from aiohttp.web_request import BaseRequest
 
 from spork_cli.gateway.app import TABLE
 from spork_cli.middleware.errors import problem_response
+from spork_cli.middleware.request_id import request_id
 from spork_cli.middleware.security import Pairs
 
 
@@ -37,10 +38,11 @@ class ProblemRequestHandler(RequestHandler):
         )
         if status < 500 and exc is not None:
             detail = _short(exc) or detail
-        headers = {"Server": "spork"}
+        rid = request_id(None)
+        headers = {"Server": "spork", "X-Request-ID": rid}
         # No request was parsed, so HSTS (which depends on how it arrived) is left out.
         headers.update(self.edge_headers())
-        response = problem_response(status, slug, detail, headers=headers)
+        response = problem_response(status, slug, detail, rid, headers=headers)
         response.force_close()
         del original
         return response

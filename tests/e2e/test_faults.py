@@ -138,6 +138,7 @@ async def test_malformed_requests_get_problem_json_with_security_headers_and_the
             assert b"application/problem+json" in head.lower() or not body, answer[:300]
             # The repo's config keeps the default security-header preset.
             assert b"\r\nx-content-type-options: nosniff" in head.lower(), head
+            assert b"\r\nx-request-id: " in head.lower(), head
     async with http.get(f"{server.url}/api/users/1") as response:
         assert response.status == 200
     assert server.running

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
@@ -393,6 +394,42 @@ async def test_a_header_that_is_not_utf8_on_a_streamed_request_is_a_400_problem(
     assert b"application/problem+json" in head
     assert b"bad-header" in body and b"X-A" in body
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"CONNECT upstream.test:443 HTTP/1.1", 404),
+        (b"OPTIONS * HTTP/1.1", 404),
+        (b"GET http://upstream.test HTTP/1.1", 404),
+        (b"GET /x HTTP/1.1\r\nExpect: nonsense", 417),
+    ],
+    ids=["connect", "asterisk", "absolute-without-path", "unknown-expect"],
+)
+async def test_targets_the_router_cannot_place_get_a_problem_with_id_and_security_headers(
+    gateway: Gateway, upstream: Upstream, head: bytes, status: int
+) -> None:
+    client = await gateway(single_service(upstream.url))
+    answer = await raw_request(client.port, head + b"\r\nHost: h\r\nConnection: close\r\n\r\n")
+    top, _, body = answer.partition(b"\r\n\r\n")
+    lines = top.decode().split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {status} "), answer[:300]
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["x-content-type-options"] == "nosniff"
+    problem = orjson.loads(body)
+    assert problem["status"] == status
+    assert problem["request_id"] == headers["x-request-id"]
+    assert upstream.requests == []
+
+
+async def test_a_path_with_an_encoded_newline_is_routed_like_any_other(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/public"}))
+    async with client.get(URL("/public/a%0Ab", encoded=True)) as response:
+        await response.read()
+    assert [r.raw_path for r in upstream.requests] == ["/public/a%0Ab"]
 
 
 # --- upstream answers and gateway errors -------------------------------------------------------
