@@ -10,12 +10,18 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
-from spork_cli.gateway.table import CompiledRoute, RouteTable
+from spork_cli.gateway.table import (
+    CompiledRoute,
+    RouteTable,
+    has_dot_segments,
+    remove_dot_segments,
+)
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
 from spork_cli.middleware.errors import CONTENT_TYPE, HTTPProblem, problem_response, render
@@ -48,7 +54,25 @@ EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """The one catch-all handler: deny rules, match, run the route's chain, log."""
+    """The one catch-all handler: a path with dot segments is resolved first (the route, the
+    upstream and the logs all see the resolved path), then `_dispatch`."""
+    raw = request.raw_path
+    if has_dot_segments(raw):
+        clean = remove_dot_segments(raw)
+        if clean != raw:
+            resolved = request.clone(rel_url=URL(clean, encoded=True))
+            try:
+                return await _dispatch(resolved)
+            finally:
+                # aiohttp prepares the answer with its own request object: the prepare hook
+                # reads the edge headers from there.
+                if EDGE_HEADERS in resolved:
+                    request[EDGE_HEADERS] = resolved[EDGE_HEADERS]
+    return await _dispatch(request)
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    """Deny rules, match, run the route's chain, log."""
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request[REQUEST_ID] = rid
@@ -138,11 +162,12 @@ def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
     """An answer aiohttp made before dispatch ran (a target its router cannot place, such as
     CONNECT's host:port or an absolute form without a path; an unknown Expect) becomes a
     problem like every other, with a request id and the security headers."""
-    if not isinstance(response, web.Response) or response.content_type == CONTENT_TYPE:
+    if not isinstance(response, web.HTTPException):
         return
     rid = request_id(None)
-    slug, detail = _OWN_ANSWERS.get(response.status, ("bad-request", "the request was refused"))
-    made = problem_response(response.status, slug, detail, rid)
+    status = response.status
+    slug, detail = _OWN_ANSWERS.get(status, ("bad-request", "the request was refused"))
+    made = problem_response(status, slug, detail, rid)
     assert isinstance(made.body, bytes)
     response.body = made.body
     response.headers["Content-Type"] = CONTENT_TYPE

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from yarl import URL
 
 from spork_cli.gateway.app import TABLE
 from spork_cli.middleware.errors import problem_response
@@ -73,4 +75,14 @@ class GatewayRunner(web.AppRunner):
         app = self.app
         if TABLE in app:
             server.edge_headers = lambda: app[TABLE].current.edge.security.plain
+        make = server.request_factory
+
+        def request_factory(message: Any, *args: Any) -> web.BaseRequest:
+            if message.url is None:
+                # aiohttp's parser lets a CONNECT without a target through, and no request can
+                # be built from that; with an empty target no route takes it (404).
+                message = message._replace(url=URL(""), path="")
+            return make(message, *args)
+
+        server.request_factory = request_factory
         return server

@@ -138,6 +138,33 @@ def _candidates(path: str) -> list[str]:
     return out
 
 
+def has_dot_segments(raw_path: str) -> bool:
+    """Cheap test for a path that ``remove_dot_segments`` may change (on every request)."""
+    return "/." in raw_path or "%2e" in raw_path or "%2E" in raw_path
+
+
+def remove_dot_segments(raw_path: str) -> str:
+    """RFC 3986 5.2.4 on a raw path (its query kept as it is), ``%2e`` counted as a dot.
+
+    Routing and the upstream must see one path: `/open/../admin` matched by the `/open`
+    route and then resolved by the upstream to `/admin` would pass by whatever guards
+    `/admin`. Other escapes, `%2F` among them, are left encoded.
+    """
+    path, mark, query = raw_path.partition("?")
+    parts = path.split("/")[1:]
+    kept: list[str] = []
+    for index, segment in enumerate(parts):
+        dots = segment.lower().replace("%2e", ".")
+        if dots == "." or dots == "..":
+            if dots == ".." and kept:
+                kept.pop()
+            if index == len(parts) - 1:
+                kept.append("")  # "/a/b/.." is "/a/": the last segment is a directory
+        else:
+            kept.append(segment)
+    return "/" + "/".join(kept) + mark + query
+
+
 def strip(route: CompiledRoute, raw_path: str) -> str:
     """The raw path (query included) to send upstream."""
     if not route.config.strip_prefix:

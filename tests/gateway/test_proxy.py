@@ -432,6 +432,50 @@ async def test_a_path_with_an_encoded_newline_is_routed_like_any_other(
     assert [r.raw_path for r in upstream.requests] == ["/public/a%0Ab"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        ("/public/a/../b", "/public/b"),
+        ("/public/./a/%2e%2E/b?next=/../x", "/public/b?next=/../x"),
+        ("/public/a/b/..", "/public/a/"),
+    ],
+)
+async def test_dot_segments_are_resolved_before_routing_and_forwarding(
+    gateway: Gateway, upstream: Upstream, sent: str, forwarded: str
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/public"}))
+    # Raw bytes: a client library may resolve the dot segments itself before sending.
+    answer = await raw_request(
+        client.port, f"GET {sent} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+    )
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200"), answer[:300]
+    # The answer still carries the edge headers, set on the request aiohttp holds.
+    assert b"\r\nx-content-type-options: nosniff" in head
+    assert [r.raw_path for r in upstream.requests] == [forwarded]
+
+
+async def test_dot_segments_cannot_reach_a_guarded_route_through_an_open_one(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    data = {
+        "auth": {"secret": "s" * 32},
+        "services": [{"name": "svc", "endpoints": [upstream.url]}],
+        "routes": [
+            {"path": "/open", "service": "svc"},
+            {"path": "/private", "service": "svc", "auth": "required"},
+        ],
+    }
+    client = await gateway(data)
+    for sneaky in ("/open/../private/x", "/open/%2e%2e/private/x", "/open/.%2E/private/x"):
+        answer = await raw_request(
+            client.port,
+            f"GET {sneaky} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert answer.startswith(b"HTTP/1.1 401"), (sneaky, answer[:300])
+    assert upstream.requests == []
+
+
 # --- upstream answers and gateway errors -------------------------------------------------------
 
 

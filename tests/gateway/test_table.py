@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from spork_cli.gateway.app import compile_table
-from spork_cli.gateway.table import RouteTable, strip
+from spork_cli.gateway.table import RouteTable, has_dot_segments, remove_dot_segments, strip
 from tests.gateway.conftest import Gateway, config_of, expect_problem, json_of, single_service
 from tests.support import Upstream
 
@@ -227,3 +227,27 @@ async def test_matched_route_forwards_and_answers_with_server_header(
         assert response.status == 200
         assert response.headers["Server"] == "spork"
         assert (await json_of(response))["raw_path"] == "/api/x"
+
+
+@pytest.mark.parametrize(
+    ("raw", "resolved"),
+    [
+        ("/a/../b", "/b"),
+        ("/a/b/..", "/a/"),
+        ("/..", "/"),
+        ("/../../x", "/x"),
+        ("/a/./b", "/a/b"),
+        ("/a/.", "/a/"),
+        ("/a//../b", "/a/b"),
+        ("/a/%2e", "/a/"),
+        ("/open/%2e%2E/private/x?q=/../", "/private/x?q=/../"),
+        ("/.well-known/x", "/.well-known/x"),
+        ("/a/.../b", "/a/.../b"),
+        ("/a/b%2F..%2Fc", "/a/b%2F..%2Fc"),
+        ("/", "/"),
+    ],
+)
+def test_remove_dot_segments_follows_rfc_3986(raw: str, resolved: str) -> None:
+    assert remove_dot_segments(raw) == resolved
+    if raw != resolved:
+        assert has_dot_segments(raw)
