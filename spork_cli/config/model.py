@@ -514,7 +514,11 @@ class Route(Model):
 
     path: str = Field(
         pattern=r"^/",
-        description="Path prefix, matched on segment boundaries.",
+        description=(
+            "Path prefix, matched on segment boundaries. Requests are matched, and forwarded, "
+            "with dot segments (`.`, `..`, `%2e`) resolved; other escapes such as `%2F` stay "
+            "as sent."
+        ),
         examples=["/api/users"],
     )
     name: str | None = Field(
