@@ -54,25 +54,12 @@ EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """The one catch-all handler: a path with dot segments is resolved first (the route, the
-    upstream and the logs all see the resolved path), then `_dispatch`."""
+    """The one catch-all handler: deny rules, match, run the route's chain, log."""
     raw = request.raw_path
     if has_dot_segments(raw):
         clean = remove_dot_segments(raw)
         if clean != raw:
-            resolved = request.clone(rel_url=URL(clean, encoded=True))
-            try:
-                return await _dispatch(resolved)
-            finally:
-                # aiohttp prepares the answer with its own request object: the prepare hook
-                # reads the edge headers from there.
-                if EDGE_HEADERS in resolved:
-                    request[EDGE_HEADERS] = resolved[EDGE_HEADERS]
-    return await _dispatch(request)
-
-
-async def _dispatch(request: web.Request) -> web.StreamResponse:
-    """Deny rules, match, run the route's chain, log."""
+            return await _resolved(request, clean)
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request[REQUEST_ID] = rid
@@ -134,6 +121,19 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     if holder.access_log is not None and holder.current.config.logging.access_log:
         _access(holder.access_log, table, request, response, route, elapsed)
     return response
+
+
+async def _resolved(request: web.Request, path: str) -> web.StreamResponse:
+    """A path with dot segments is served as its resolved form: the route, the upstream and
+    the logs all see that one path."""
+    resolved = request.clone(rel_url=URL(path, encoded=True))
+    try:
+        return await dispatch(resolved)
+    finally:
+        # aiohttp prepares the answer with its own request object: the prepare hook reads the
+        # edge headers from there.
+        if EDGE_HEADERS in resolved:
+            request[EDGE_HEADERS] = resolved[EDGE_HEADERS]
 
 
 async def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
