@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from spork_cli.state.resp import Arg, ConnectionError, ReplyError, RespClient, Script
+from spork_cli.state.sentinel import Sentinel
 
 SLOTS = 16384
 
@@ -210,110 +211,6 @@ class Cluster:
         if self._refreshing is not None:
             self._refreshing.cancel()
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
-
-
-class Sentinel:
-    """The master a Sentinel names for ``service``; asked again whenever the connection to it
-    fails or it answers as a replica (READONLY), so a failover is followed."""
-
-    def __init__(
-        self,
-        sentinels: Sequence[tuple[str, int]],
-        service: str,
-        *,
-        db: int,
-        username: str | None,
-        password: str | None,
-        connect_timeout: float,
-        connections: int = 1,
-    ) -> None:
-        self.sentinels = list(sentinels)
-        self.service = service
-        self.where = f"{service} via " + ",".join(f"{h}:{p}" for h, p in sentinels)
-        self._options: dict[str, Any] = {
-            "db": db,
-            "username": username,
-            "password": password,
-            "connect_timeout": connect_timeout,
-            "connections": connections,
-            "require_master": True,
-        }
-        self._master: RespClient | None = None
-        self._address: tuple[str, int] | None = None
-        self._asking: asyncio.Task[RespClient] | None = None
-        self._retired: list[RespClient] = []
-
-    async def _discover(self) -> RespClient:
-        failure: Exception | None = None
-        for host, port in self.sentinels:
-            probe = RespClient(host, port, connect_timeout=self._options["connect_timeout"])
-            try:
-                reply = await probe.execute("SENTINEL", "get-master-addr-by-name", self.service)
-            except (ConnectionError, ReplyError) as exc:
-                failure = exc
-                continue
-            finally:
-                await probe.aclose()
-            if not reply:
-                failure = ConnectionError(f"the sentinel does not know {self.service!r}")
-                continue
-            address = (reply[0].decode(), int(reply[1]))
-            if address != self._address or self._master is None:
-                if self._master is not None:
-                    self._retire(self._master)
-                self._master = RespClient(address[0], address[1], **self._options)
-                self._address = address
-            return self._master
-        raise ConnectionError(f"no sentinel named a master for {self.where} ({failure})")
-
-    async def _client(self) -> RespClient:
-        if self._master is not None:
-            return self._master
-        if self._asking is None:
-            self._asking = asyncio.create_task(self._discover())
-        task = self._asking
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done() and self._asking is task:
-                self._asking = None
-
-    def _forget(self, client: RespClient) -> None:
-        if self._master is client:
-            self._master = None  # ask the sentinels again on the next call
-            self._retire(client)
-
-    def _retire(self, client: RespClient) -> None:
-        client.close()  # its calls fail now; aclose() waits for its sockets to be gone
-        self._retired = [c for c in self._retired if not c.finished] + [client]
-
-    async def _guarded(self, client: RespClient, work: Any) -> Any:
-        try:
-            return await work
-        except ConnectionError:
-            self._forget(client)
-            raise
-        except ReplyError as exc:
-            if str(exc).startswith("READONLY"):
-                self._forget(client)
-            raise
-
-    async def call(self, key: str, *args: Arg) -> Any:
-        client = await self._client()
-        return await self._guarded(client, client.execute(*args))
-
-    async def evalsha(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        client = await self._client()
-        return await self._guarded(client, client.evalsha(script, keys, args))
-
-    async def primaries(self) -> list[RespClient]:
-        return [await self._client()]
-
-    async def aclose(self) -> None:
-        if self._asking is not None:
-            self._asking.cancel()
-        clients = [*self._retired, *([self._master] if self._master else [])]
-        await asyncio.gather(*(c.aclose() for c in clients))
 
 
 def _nodes(netloc: str, default_port: int) -> list[tuple[str, int]]:

@@ -56,6 +56,8 @@ FAILOVER_DEADLINE = 25.0
 CRASH_DEADLINE = 15.0
 # A write answered READONLY must send the store back to the sentinels at once.
 READONLY_DEADLINE = 3.0
+# The sentinels publish `+switch-master` when they agree on the new master.
+SWITCH_DEADLINE = 2.0
 
 
 def open_store(url: str, **options: Any) -> Any:
@@ -317,7 +319,32 @@ async def test_the_store_follows_a_failover_the_sentinels_are_asked_for(
         results = [await store.rate_limit(key, "gcra", 5, 60.0, 0) for _ in range(4)]
         assert [result.allowed for result in results] == [True, True, True, False]
         assert key in keys_on(new)
-        assert replication_info(old).get("role") == "slave"
+    finally:
+        await cut_clients(redis_sentinel, old)
+
+
+async def test_the_store_moves_to_the_new_master_when_the_sentinels_announce_it(
+    redis_sentinel: RedisSentinel, store: Any
+) -> None:
+    """Not ten seconds later, when the old master is demoted: writes it took meanwhile would
+    be lost."""
+    assert await lands_on(store, redis_sentinel.master, "before")
+    await asyncio.wait_for(store.link.listening.wait(), 5)
+    redis_sentinel.replicate()
+
+    old = redis_sentinel.request_failover()
+    try:
+        new = await asyncio.to_thread(redis_sentinel.wait_new_master, old, 15.0)
+        probes = iter(range(100_000))
+        await eventually(
+            lambda: lands_on(store, new, f"probe-{next(probes)}"),
+            timeout=SWITCH_DEADLINE,
+            interval=0.05,
+            what=f"a write through the store landing on the new master {new.port}",
+        )
+        # The old master was still a master: the announcement moved the store, not a
+        # failed call.
+        assert replication_info(old).get("role") == "master"
     finally:
         await cut_clients(redis_sentinel, old)
 
