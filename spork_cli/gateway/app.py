@@ -161,7 +161,8 @@ _OWN_ANSWERS = {
 def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
     """An answer aiohttp made before dispatch ran (a target its router cannot place, such as
     CONNECT's host:port or an absolute form without a path; an unknown Expect) becomes a
-    problem like every other, with a request id and the security headers."""
+    problem like every other, with a request id and the security headers, and is logged and
+    counted as unmatched. No handler ran, so its duration is counted as 0."""
     if not isinstance(response, web.HTTPException):
         return
     rid = request_id(None)
@@ -173,9 +174,16 @@ def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Content-Type"] = CONTENT_TYPE
     response.headers["Content-Length"] = str(len(made.body))
     response.headers["X-Request-ID"] = rid
+    request[REQUEST_ID] = rid
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.request(UNMATCHED, request.method, status, 0.0)
     holder = request.app.get(TABLE)
     if holder is not None:
-        response.headers.update(holder.current.edge.security.plain)
+        table = holder.current
+        response.headers.update(table.edge.security.plain)
+        if holder.access_log is not None and table.config.logging.access_log:
+            _access(holder.access_log, table, request, response, None, 0.0)
 
 
 def _access(

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from spork_cli.gateway.metrics import METRICS, UNMATCHED
 from tests.gateway.conftest import (
     Gateway,
     StreamingApp,
@@ -421,6 +422,10 @@ async def test_targets_the_router_cannot_place_get_a_problem_with_id_and_securit
     assert problem["status"] == status
     assert problem["request_id"] == headers["x-request-id"]
     assert upstream.requests == []
+    # Counted like any request no route takes.
+    method = head.split(b" ", 1)[0].decode()
+    counted = client.app[METRICS].counters["requests"]
+    assert counted == {(UNMATCHED, method, str(status)): 1}
 
 
 async def test_a_path_with_an_encoded_newline_is_routed_like_any_other(
