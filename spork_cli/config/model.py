@@ -516,8 +516,9 @@ class Route(Model):
         pattern=r"^/",
         description=(
             "Path prefix, matched on segment boundaries. Requests are matched, and forwarded, "
-            "with dot segments (`.`, `..`, `%2e`) resolved; other escapes such as `%2F` stay "
-            "as sent."
+            "by their path with dot segments (`.`, `..`, `%2e`) resolved, also when the target "
+            "is a full URL; dots that servers read differently (`..;`, `..%2F`) are refused "
+            "(400). Other escapes such as `%2F`, and empty segments (`//`), stay as sent."
         ),
         examples=["/api/users"],
     )

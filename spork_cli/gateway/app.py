@@ -17,6 +17,7 @@ from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
 from spork_cli.gateway.table import (
+    AmbiguousPath,
     CompiledRoute,
     RouteTable,
     has_dot_segments,
@@ -56,17 +57,23 @@ EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one catch-all handler: deny rules, match, run the route's chain, log."""
     raw = request.raw_path
-    if has_dot_segments(raw):
-        clean = remove_dot_segments(raw)
-        if clean != raw:
-            return await _resolved(request, clean)
+    refused: str | None = None
+    if raw[:1] != "/" or has_dot_segments(raw):
+        # An absolute-form target (`GET http://host/path`) is routed by its path, like any.
+        try:
+            clean = remove_dot_segments(raw if raw[:1] == "/" else request.rel_url.raw_path_qs)
+        except AmbiguousPath as exc:
+            refused = str(exc)
+        else:
+            if clean != raw:
+                return await _resolved(request, clean)
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request[REQUEST_ID] = rid
     table = request.app[TABLE].current
     edge = table.edge
-    match = table.match(request.method, request.raw_path)
-    route = match.route
+    match = table.match(request.method, raw)
+    route = match.route if refused is None else None
     response: web.StreamResponse | None = None
     metrics = request.app.get(METRICS)
     if metrics is not None:
@@ -78,6 +85,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             request[EDGE_HEADERS] = (headers[0], None)  # a refused request gets no CORS answer
             edge.deny.check(request)
         request[EDGE_HEADERS] = headers
+        if refused is not None:
+            raise HTTPProblem(400, "ambiguous-path", refused)
         if request.method == "OPTIONS" and PREFLIGHT in request.headers:
             answered = edge.preflight(table, request, route)
             if answered is not None:
@@ -126,7 +135,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 async def _resolved(request: web.Request, path: str) -> web.StreamResponse:
     """A path with dot segments is served as its resolved form: the route, the upstream and
     the logs all see that one path."""
-    resolved = request.clone(rel_url=URL(path, encoded=True))
+    target, _, query = path.partition("?")
+    resolved = request.clone(rel_url=URL.build(path=target, query_string=query, encoded=True))
     try:
         return await dispatch(resolved)
     finally:

@@ -139,9 +139,16 @@ def _candidates(path: str) -> list[str]:
 
 
 def has_dot_segments(raw_path: str) -> bool:
-    """Whether ``remove_dot_segments`` may change ``raw_path``: cheap, it runs on every
-    request (``%2`` also finds ``%2F`` and ``%20``, which cost a needless resolve only)."""
-    return "/." in raw_path or "%2" in raw_path
+    """Whether ``remove_dot_segments`` may change ``raw_path`` or refuse it. Cheap: it runs on
+    every request (the query may give a false alarm, which costs a needless resolve only)."""
+    return "/." in raw_path or ".." in raw_path or "%2e" in raw_path or "%2E" in raw_path
+
+
+class AmbiguousPath(ValueError):
+    """Dots that servers read in different ways; see `remove_dot_segments`."""
+
+
+_SEPARATORS = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
 
 
 def remove_dot_segments(raw_path: str) -> str:
@@ -149,7 +156,9 @@ def remove_dot_segments(raw_path: str) -> str:
 
     Routing and the upstream must see one path: `/open/../admin` matched by the `/open`
     route and then resolved by the upstream to `/admin` would pass by whatever guards
-    `/admin`. Other escapes, `%2F` among them, are left encoded.
+    `/admin`. Other escapes, `%2F` among them, are left encoded. Dots that upstreams read in
+    different ways raise AmbiguousPath: with parameters (`..;x`, which Java servers take for
+    `..`) or beside an encoded slash or backslash (`..%2F`, which some decode first).
     """
     path, mark, query = raw_path.partition("?")
     parts = path.split("/")[1:]
@@ -161,9 +170,19 @@ def remove_dot_segments(raw_path: str) -> str:
                 kept.pop()
             if index == len(parts) - 1:
                 kept.append("")  # "/a/b/.." is "/a/": the last segment is a directory
-        else:
-            kept.append(segment)
-    return "/" + "/".join(kept) + mark + query
+            continue
+        if ".." in dots or ("." in dots and (";" in dots or _SEPARATORS.search(dots))):
+            pieces = _SEPARATORS.split(dots)
+            if any(piece.split(";", 1)[0] in (".", "..") for piece in pieces):
+                raise AmbiguousPath(
+                    f"the path segment {segment[:60]!r} is a dot segment to some servers"
+                )
+        kept.append(segment)
+    resolved = "/" + "/".join(kept)
+    if resolved.startswith("//"):
+        # "/a/..//b" resolves to "//b", which reads as a host name: one slash leads.
+        resolved = "/" + resolved.lstrip("/")
+    return resolved + mark + query
 
 
 def strip(route: CompiledRoute, raw_path: str) -> str:

@@ -351,10 +351,30 @@ async def test_large_download_passes_through_intact(
     assert digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
 
 
-async def test_encoded_dot_segments_are_not_decoded(gateway: Gateway, upstream: Upstream) -> None:
+async def test_encoded_slashes_are_not_decoded(gateway: Gateway, upstream: Upstream) -> None:
     client = await gateway(single_service(upstream.url, route={"path": "/public"}))
-    seen = await echo(client, "/public/a%2F..%2F..%2Fadmin")
-    assert seen["raw_path"] == "/public/a%2F..%2F..%2Fadmin"
+    seen = await echo(client, "/public/a%2Fb%2F.well-known%5Cc")
+    assert seen["raw_path"] == "/public/a%2Fb%2F.well-known%5Cc"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/public/a%2F..%2F..%2Fadmin",
+        "/public/..;/admin",
+        "/public/x/..;x",
+        "/public/%2e%2e%5cadmin",
+    ],
+)
+async def test_dots_that_servers_read_differently_are_a_400_problem(
+    gateway: Gateway, upstream: Upstream, path: str
+) -> None:
+    client = await gateway(single_service(upstream.url, route={"path": "/public"}))
+    async with client.get(URL(path, encoded=True)) as response:
+        body = await expect_problem(response, 400)
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert body["type"] == "urn:spork:problem:ambiguous-path"
+    assert upstream.requests == []
 
 
 async def raw_request(port: int, payload: bytes) -> bytes:
@@ -460,7 +480,7 @@ async def test_dot_segments_are_resolved_before_routing_and_forwarding(
     assert [r.raw_path for r in upstream.requests] == [forwarded]
 
 
-async def test_dot_segments_cannot_reach_a_guarded_route_through_an_open_one(
+async def test_no_target_form_reaches_a_guarded_route_through_an_open_one(
     gateway: Gateway, upstream: Upstream
 ) -> None:
     data = {
@@ -472,7 +492,15 @@ async def test_dot_segments_cannot_reach_a_guarded_route_through_an_open_one(
         ],
     }
     client = await gateway(data)
-    for sneaky in ("/open/../private/x", "/open/%2e%2e/private/x", "/open/.%2E/private/x"):
+    sneaky_targets = (
+        "/open/../private/x",
+        "/open/%2e%2e/private/x",
+        "/open/.%2E/private/x",
+        "/open/..//private/x",
+        "http://upstream.test/private/x",
+        "http://upstream.test/open/../private/x",
+    )
+    for sneaky in sneaky_targets:
         answer = await raw_request(
             client.port,
             f"GET {sneaky} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode(),

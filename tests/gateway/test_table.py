@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from spork_cli.gateway.app import compile_table
-from spork_cli.gateway.table import RouteTable, has_dot_segments, remove_dot_segments, strip
+from spork_cli.gateway.table import (
+    AmbiguousPath,
+    RouteTable,
+    has_dot_segments,
+    remove_dot_segments,
+    strip,
+)
 from tests.gateway.conftest import Gateway, config_of, expect_problem, json_of, single_service
 from tests.support import Upstream
 
@@ -243,7 +249,9 @@ async def test_matched_route_forwards_and_answers_with_server_header(
         ("/open/%2e%2E/private/x?q=/../", "/private/x?q=/../"),
         ("/.well-known/x", "/.well-known/x"),
         ("/a/.../b", "/a/.../b"),
-        ("/a/b%2F..%2Fc", "/a/b%2F..%2Fc"),
+        ("/a/b%2Fc/x.y;z", "/a/b%2Fc/x.y;z"),
+        ("/a/..//b", "/b"),
+        ("/x/..//evil.example/s", "/evil.example/s"),
         ("/", "/"),
     ],
 )
@@ -251,3 +259,10 @@ def test_remove_dot_segments_follows_rfc_3986(raw: str, resolved: str) -> None:
     assert remove_dot_segments(raw) == resolved
     if raw != resolved:
         assert has_dot_segments(raw)
+
+
+@pytest.mark.parametrize("raw", ["/a/b%2F..%2Fc", "/x/..;/admin", "/x/..;", "/x/%2e%2E%5Cadmin"])
+def test_dots_that_servers_read_differently_are_refused(raw: str) -> None:
+    assert has_dot_segments(raw)
+    with pytest.raises(AmbiguousPath):
+        remove_dot_segments(raw)
