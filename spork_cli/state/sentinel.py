@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from spork_cli.state.resp import Arg, ConnectionError, ReplyError, RespClient, Script
-from spork_cli.state.resp_wire import NEED_MORE, encode, new_reader
+from spork_cli.state.resp_wire import NEED_MORE, RespError, encode, new_reader
 
 log = structlog.get_logger("spork.state")
 
@@ -57,11 +57,14 @@ class Sentinel:
         self._asking: asyncio.Task[RespClient] | None = None
         self._retired: list[RespClient] = []
         self._watcher: asyncio.Task[None] | None = None
+        # Bumped by every announced switch: a discovery that began before one is stale.
+        self._switches = 0
         # Set while a sentinel's `+switch-master` channel is subscribed to (for tests, logs).
         self.listening = asyncio.Event()
 
     async def _discover(self) -> RespClient:
         failure: Exception | None = None
+        switches = self._switches
         for host, port in self.sentinels:
             probe = RespClient(host, port, connect_timeout=self._options["connect_timeout"])
             try:
@@ -74,6 +77,8 @@ class Sentinel:
             if not reply:
                 failure = ConnectionError(f"the sentinel does not know {self.service!r}")
                 continue
+            if self._switches != switches and self._master is not None:
+                return self._master  # a switch was announced meanwhile, and followed
             address = (reply[0].decode(), int(reply[1]))
             if address != self._address or self._master is None:
                 if self._master is not None:
@@ -130,10 +135,10 @@ class Sentinel:
 
     async def _follow_switches(self) -> None:
         """Subscribed to `+switch-master` on one sentinel at a time, for as long as the link
-        lives: a switch of this service forgets the master, and the next call asks again."""
+        lives: a switch of this service moves the link to the announced master."""
         while True:
             for host, port in self.sentinels:
-                with contextlib.suppress(OSError, TimeoutError, ConnectionError):
+                with contextlib.suppress(OSError, TimeoutError, RespError):
                     await self._listen(host, port)
                 self.listening.clear()
             await asyncio.sleep(RESUBSCRIBE_DELAY)
@@ -157,22 +162,30 @@ class Sentinel:
         kind, _channel, payload = reply
         if kind == b"subscribe":
             self.listening.set()
-        elif kind == b"message" and isinstance(payload, bytes):
-            # "<service> <old host> <old port> <new host> <new port>"
-            fields = payload.decode(errors="replace").split()
-            old = self._master
-            if fields and fields[0] == self.service and old is not None:
-                log.info("sentinel switched master", service=self.service, to=fields[3:5])
-                # New calls ask the sentinels again; those in flight on the old master may
-                # still finish there before its connections close.
-                self._master = None
-                self._retired = [c for c in self._retired if not c.finished] + [old]
-                asyncio.get_running_loop().call_later(SWITCH_GRACE, old.close)
+            return
+        if kind != b"message" or not isinstance(payload, bytes):
+            return
+        # "<service> <old host> <old port> <new host> <new port>"
+        fields = payload.decode(errors="replace").split()
+        if len(fields) != 5 or fields[0] != self.service or not fields[4].isdigit():
+            return
+        self._switches += 1
+        address = (fields[3], int(fields[4]))
+        if address == self._address:
+            return  # already there (a failed call or READONLY got here first)
+        log.info("sentinel switched master", service=self.service, to=f"{address[0]}:{address[1]}")
+        old = self._master
+        self._master = RespClient(address[0], address[1], **self._options)
+        self._address = address
+        if old is not None:
+            # Calls in flight on the old master may still finish there before it is closed.
+            self._retired = [c for c in self._retired if not c.finished] + [old]
+            asyncio.get_running_loop().call_later(SWITCH_GRACE, old.close)
 
     async def aclose(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watcher
         if self._asking is not None:
             self._asking.cancel()
