@@ -14,6 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from spork_cli.auth.claims import claim_value
 from spork_cli.middleware import IDENTITY, REQUEST_ID
+from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
 
 if TYPE_CHECKING:
@@ -150,16 +151,20 @@ def _header_value(value: object) -> str:
     return _CONTROL.sub(" ", text)
 
 
-def not_utf8(headers: Iterable[tuple[str, str]]) -> str | None:
-    """The name of the first header whose value is not UTF-8 text (bytes aiohttp kept as
-    surrogate escapes), or None."""
+def require_utf8(headers: Iterable[tuple[str, str]]) -> None:
+    """A 400 problem for a header value that is not UTF-8 text (bytes aiohttp kept as
+    surrogate escapes): aiohttp's client, which carries streamed bodies, TLS and WebSocket
+    upgrades, would send it empty without a word. The plain-HTTP path sends the bytes."""
     for name, value in headers:
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                return name
-    return None
+                raise HTTPProblem(
+                    400,
+                    "bad-header",
+                    f"the {name} header is not UTF-8 text and cannot be passed on here",
+                ) from None
 
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

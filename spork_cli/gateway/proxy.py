@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from spork_cli.gateway import h1
-from spork_cli.gateway.forwarding import not_utf8, response_headers
+from spork_cli.gateway.forwarding import require_utf8, response_headers
 from spork_cli.middleware import (
     BODY,
     CAPTURE,
@@ -150,14 +150,7 @@ async def _send(
                         min(remaining, route.idle_timeout),
                     )
                 else:
-                    bad = not_utf8(headers)
-                    if bad is not None:
-                        # aiohttp's client would drop such a value without a word.
-                        raise HTTPProblem(
-                            400,
-                            "bad-header",
-                            f"the {bad} header is not UTF-8 text and cannot be passed on here",
-                        )
+                    require_utf8(headers)
                     request_call = session.request(
                         method,
                         URL(endpoint.base_str + path, encoded=True),

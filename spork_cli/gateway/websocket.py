@@ -28,6 +28,7 @@ _SKIP = frozenset(
 
 
 async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
+    from spork_cli.gateway.forwarding import require_utf8
     from spork_cli.gateway.table import strip
 
     pool = route.pool
@@ -40,6 +41,7 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
         for k, v in route.forwarding.upstream_headers(request, endpoint, pool.config.preserve_host)
         if k.lower() not in _SKIP
     )
+    require_utf8(headers.items())
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
     ]

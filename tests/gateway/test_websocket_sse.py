@@ -187,3 +187,23 @@ async def test_websocket_to_an_unreachable_upstream_is_502_problem(gateway: Gate
     async with client.get("/ws", headers=upgrade_headers()) as response:
         body = await expect_problem(response, 502)
     assert body["type"] == "urn:spork:problem:upstream-unreachable"
+
+
+async def test_websocket_upgrade_with_a_header_that_is_not_utf8_is_400_problem(
+    ws_gateway: Client,
+) -> None:
+    key = base64.b64encode(os.urandom(16))
+    reader, writer = await asyncio.open_connection(LOOPBACK, ws_gateway.port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n"
+            b"X-A: \xff\r\n\r\n"
+        )
+        async with asyncio.timeout(READ_LIMIT):
+            head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"application/problem+json" in head
+    assert pool_of(ws_gateway).in_flight == 0
