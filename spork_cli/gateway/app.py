@@ -25,7 +25,13 @@ from spork_cli.gateway.table import (
 )
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
-from spork_cli.middleware.errors import CONTENT_TYPE, HTTPProblem, problem_response, render
+from spork_cli.middleware.errors import (
+    CONTENT_TYPE,
+    HTTPProblem,
+    problem_body,
+    problem_response,
+    render,
+)
 from spork_cli.middleware.request_id import request_id
 from spork_cli.middleware.security import Pairs
 
@@ -175,14 +181,13 @@ def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
     counted as unmatched. No handler ran, so its duration is counted as 0."""
     if not isinstance(response, web.HTTPException):
         return
-    rid = request_id(None)
+    rid = request_id(request.headers.get("X-Request-ID"))
     status = response.status
     slug, detail = _OWN_ANSWERS.get(status, ("bad-request", "the request was refused"))
-    made = problem_response(status, slug, detail, rid)
-    assert isinstance(made.body, bytes)
-    response.body = made.body
+    body = problem_body(status, slug, detail, rid)
+    response.body = body
     response.headers["Content-Type"] = CONTENT_TYPE
-    response.headers["Content-Length"] = str(len(made.body))
+    response.headers["Content-Length"] = str(len(body))
     response.headers["X-Request-ID"] = rid
     request[REQUEST_ID] = rid
     metrics = request.app.get(METRICS)

@@ -303,10 +303,11 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         if capture is not None:
             capture.complete = True
         return response
-    except ConnectionResetError:  # first: aiohttp's own subclasses it
+    except ConnectionResetError:  # first: aiohttp's ClientConnectionResetError subclasses it
         if response is None:
             raise
-        # The client went away; nothing is left to answer.
+        # Writing to the client failed: it went away, and nothing is left to answer. (Reading
+        # from the upstream raises ClientPayloadError or ServerDisconnectedError, below.)
     except (aiohttp.ClientError, TimeoutError) as exc:
         if response is None or not response.prepared:
             raise HTTPProblem(

@@ -57,14 +57,14 @@ class HTTPProblem(Exception):
         self.extra = dict(extra or {})
 
 
-def problem_response(
+def problem_body(
     status: int,
     slug: str,
     detail: str,
     request_id: str | None = None,
-    headers: Mapping[str, str] | None = None,
     extra: Mapping[str, object] | None = None,
-) -> web.Response:
+) -> bytes:
+    """The RFC 9457 document of a problem, as bytes."""
     body: dict[str, object] = {
         "type": PROBLEM_TYPE + slug,
         "title": TITLES.get(status, "Error"),
@@ -75,10 +75,19 @@ def problem_response(
         body["request_id"] = request_id
     if extra:
         body.update(extra)
-    response = web.Response(
-        status=status, body=orjson.dumps(body), content_type=CONTENT_TYPE, headers=headers
-    )
-    return response
+    return orjson.dumps(body)
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> web.Response:
+    body = problem_body(status, slug, detail, request_id, extra)
+    return web.Response(status=status, body=body, content_type=CONTENT_TYPE, headers=headers)
 
 
 def render(problem: HTTPProblem, request: web.Request) -> web.Response:
