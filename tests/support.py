@@ -920,6 +920,21 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+async def refuses(port: int, host: str = LOOPBACK) -> bool:
+    """True when nothing accepts TCP connections on the port any more; a connection that
+    is neither accepted nor refused in time counts as not refused."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
 def self_signed_certificate(directory: Path, common_name: str = "localhost") -> tuple[Path, Path]:
     """A fresh self-signed certificate for 127.0.0.1 and its key, as PEM files in ``directory``."""
     import datetime

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -13,16 +12,14 @@ import orjson
 import pytest
 
 from tests.conftest import StartSpork
-from tests.support import LOOPBACK, SporkServer, Upstream, eventually, free_ports, gateway_toml
-
-
-def refuses(port: int) -> bool:
-    """True when nothing accepts TCP connections on the loopback port any more."""
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return False
-    except ConnectionRefusedError:
-        return True
+from tests.support import (
+    SporkServer,
+    Upstream,
+    eventually,
+    free_ports,
+    gateway_toml,
+    refuses,
+)
 
 
 async def start_gateway(
@@ -80,8 +77,8 @@ async def test_signal_drains_in_flight_requests_then_exits_0(
 
     assert await server.wait(timeout=10) == 0, server.output()
     assert time.monotonic() - signalled < 5, "the exit waited for more than the slow request"
-    assert refuses(server.port)
-    assert refuses(server.admin_port)
+    assert await refuses(server.port)
+    assert await refuses(server.admin_port)
     assert server.events("shutting down: draining in-flight requests")
     assert "Traceback" not in server.output()
 
@@ -102,4 +99,4 @@ async def test_drain_is_bounded_by_the_shutdown_timeout(
     # The request that outlived the drain is cut off, not answered.
     with pytest.raises(aiohttp.ClientError):
         await slow
-    assert refuses(server.port)
+    assert await refuses(server.port)

@@ -71,7 +71,12 @@ class Load:
 
     async def stop(self) -> None:
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            # One client failing must not leave the others looping until their deadline.
+            for task in self._tasks:
+                task.cancel()
 
     @property
     def running(self) -> bool:

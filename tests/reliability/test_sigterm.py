@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +16,11 @@ import pytest
 
 from tests.conftest import StartSpork
 from tests.reliability.harness import Figures, Load, Sample
-from tests.support import LOOPBACK, Upstream, eventually, free_ports, gateway_toml
+from tests.support import Upstream, eventually, free_ports, gateway_toml, refuses
 
 CLIENTS = 12  # half of them ask for slow answers, half for quick ones
 SLOW_MS = 300
 SHUTDOWN_TIMEOUT = 5.0
-
-
-def refuses(port: int) -> bool:
-    """True when nothing accepts TCP connections on the loopback port any more."""
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 @dataclass(frozen=True)
@@ -147,6 +137,6 @@ async def test_sigterm_under_load_completes_requests_in_flight_and_refuses_new_o
     assert len(after) >= CLIENTS, len(after)
     assert not_refused == [], not_refused[:5]
     assert max(s.sample.seconds for s in after) < 1.0, "a request after the signal hung"
-    assert refuses(server.port)
+    assert await refuses(server.port)
     assert server.events("shutting down: draining in-flight requests")
     assert "Traceback" not in server.output()
