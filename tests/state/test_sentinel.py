@@ -115,6 +115,17 @@ async def lands_on(store: Any, server: RedisServer, jti: str) -> bool:
     return revoked_key(PREFIX, jti) in keys_on(server)
 
 
+async def lands_within(store: Any, new: RedisServer, deadline: float, interval: float) -> None:
+    """Writes through the store, until one reaches ``new`` within ``deadline``."""
+    probes = iter(range(100_000))
+    await eventually(
+        lambda: lands_on(store, new, f"probe-{next(probes)}"),
+        timeout=deadline,
+        interval=interval,
+        what=f"a write through the store landing on the new master {new.port}",
+    )
+
+
 # -- every primitive, through the sentinel-discovered master -------------------------------------
 
 
@@ -305,13 +316,7 @@ async def test_the_store_follows_a_failover_the_sentinels_are_asked_for(
     old = redis_sentinel.request_failover()
     try:
         new = await asyncio.to_thread(redis_sentinel.wait_new_master, old, 15.0)
-        probes = iter(range(100_000))
-        await eventually(
-            lambda: lands_on(store, new, f"probe-{next(probes)}"),
-            timeout=FAILOVER_DEADLINE,
-            interval=0.1,
-            what=f"a write through the store landing on the new master {new.port}",
-        )
+        await lands_within(store, new, FAILOVER_DEADLINE, 0.1)
 
         # The state written before the failover came along (it had reached the replica), and
         # the same limiter goes on counting from where it was.
@@ -335,13 +340,7 @@ async def test_the_store_moves_to_the_new_master_when_the_sentinels_announce_it(
     old = redis_sentinel.request_failover()
     try:
         new = await asyncio.to_thread(redis_sentinel.wait_new_master, old, 15.0)
-        probes = iter(range(100_000))
-        await eventually(
-            lambda: lands_on(store, new, f"probe-{next(probes)}"),
-            timeout=SWITCH_DEADLINE,
-            interval=0.05,
-            what=f"a write through the store landing on the new master {new.port}",
-        )
+        await lands_within(store, new, SWITCH_DEADLINE, 0.05)
         # The old master was still a master: the announcement moved the store, not a
         # failed call.
         assert replication_info(old).get("role") == "master"
@@ -393,13 +392,7 @@ async def test_close_after_a_readonly_failover_leaves_no_connection_open(
     try:
         new = await asyncio.to_thread(redis_sentinel.wait_new_master, old, 15.0)
         redis_sentinel.demote(old, new)
-        probes = iter(range(100_000))
-        await eventually(
-            lambda: lands_on(store, new, f"probe-{next(probes)}"),
-            timeout=READONLY_DEADLINE,
-            interval=0.05,
-            what=f"a write through the store landing on the new master {new.port}",
-        )
+        await lands_within(store, new, READONLY_DEADLINE, 0.05)
         await store.close()
         to_old, to_any = connections_to({old.port}), connections_to(redis_sentinel.ports)
     finally:
