@@ -94,6 +94,42 @@ async def limiter_keys(server: RedisServer) -> list[bytes]:
         await client.aclose()
 
 
+async def limited_gateway(
+    tmp_path: Path,
+    spork_server: StartSpork,
+    upstream: Upstream,
+    redis_url: str,
+    *,
+    policy: str,
+    requests: int,
+    key: str,
+) -> tuple[SporkServer, Load]:
+    """`spork serve` with one rate-limited route whose state is in Redis, and a load of four
+    clients against it (not started) that keeps each answer's limiter view."""
+
+    def render(port: int, admin: int) -> str:
+        return gateway_toml(
+            port,
+            admin,
+            {"svc": upstream.url},
+            {"/": "svc"},
+            route_extra=f'rate_limit = {{ requests = {requests}, per = "1h", key = ["{key}"] }}',
+            extra=(
+                f'[state]\nbackend = "redis"\nurl = "{redis_url}"\n'
+                f'timeout = "{int(STATE_TIMEOUT * 1000)}ms"\non_error = "{policy}"\n'
+            ),
+        )
+
+    server: SporkServer = await serve_on_free_ports(spork_server, tmp_path / "gateway.toml", render)
+    url = f"{server.url}/x"
+
+    async def request(session: aiohttp.ClientSession, index: int) -> tuple[int, bytes]:
+        return await observe(url, session, index)
+
+    load = Load(clients=4, limit=20_000, deadline=20.0, request=request, keep_bodies=True)
+    return server, load
+
+
 @pytest.mark.parametrize("policy", ["open", "closed", "local"])
 async def test_redis_killed_and_restarted_under_load_follows_on_error(
     tmp_path: Path,
@@ -105,28 +141,10 @@ async def test_redis_killed_and_restarted_under_load_follows_on_error(
     policy: str,
 ) -> None:
     requests = LOCAL_LIMIT if policy == "local" else OPEN_LIMIT
-
-    def render(port: int, admin: int) -> str:
-        return gateway_toml(
-            port,
-            admin,
-            {"svc": upstream.url},
-            {"/": "svc"},
-            route_extra=f'rate_limit = {{ requests = {requests}, per = "1h", key = ["route"] }}',
-            extra=(
-                f'[state]\nbackend = "redis"\nurl = "{redis_url}"\n'
-                f'timeout = "{int(STATE_TIMEOUT * 1000)}ms"\non_error = "{policy}"\n'
-            ),
-        )
-
-    server: SporkServer = await serve_on_free_ports(spork_server, tmp_path / "gateway.toml", render)
-    url = f"{server.url}/x"
+    server, load = await limited_gateway(
+        tmp_path, spork_server, upstream, redis_url, policy=policy, requests=requests, key="route"
+    )
     during, normal = DURING_OUTAGE[policy], NORMAL[policy]
-
-    async def request(session: aiohttp.ClientSession, index: int) -> tuple[int, bytes]:
-        return await observe(url, session, index)
-
-    load = Load(clients=4, limit=20_000, deadline=20.0, request=request, keep_bodies=True)
     async with load:
         await load.answered(30)
         await eventually(lambda: limiter_keys(redis_server), what="limiter state in Redis")
@@ -232,29 +250,11 @@ async def test_redis_frozen_under_load_costs_each_request_at_most_the_state_time
     full disk) is the case the state timeout is for: with `on_error = "open"` every request is
     answered within the timeout plus slack, and the normal answers are back within a second of
     Redis running again."""
-
-    def render(port: int, admin: int) -> str:
-        return gateway_toml(
-            port,
-            admin,
-            {"svc": upstream.url},
-            {"/": "svc"},
-            route_extra=f'rate_limit = {{ requests = {OPEN_LIMIT}, per = "1h", key = ["ip"] }}',
-            extra=(
-                f'[state]\nbackend = "redis"\nurl = "{redis_url}"\n'
-                f'timeout = "{int(STATE_TIMEOUT * 1000)}ms"\non_error = "open"\n'
-            ),
-        )
-
-    server: SporkServer = await serve_on_free_ports(spork_server, tmp_path / "gateway.toml", render)
-    url = f"{server.url}/x"
-
-    async def request(session: aiohttp.ClientSession, index: int) -> tuple[int, bytes]:
-        return await observe(url, session, index)
-
+    server, load = await limited_gateway(
+        tmp_path, spork_server, upstream, redis_url, policy="open", requests=OPEN_LIMIT, key="ip"
+    )
     pid = redis_server.pid
     assert pid is not None
-    load = Load(clients=4, limit=20_000, deadline=20.0, request=request, keep_bodies=True)
     async with load:
         await load.answered(30)
         frozen = time.monotonic()
