@@ -21,17 +21,11 @@ from tests.support import (
     Upstream,
     UpstreamFactory,
     eventually,
+    gateway_toml,
 )
 
 SLACK = 0.4  # scheduling on a busy 2-core machine; far below any hang
 PROBLEM = "application/problem+json"
-
-
-def gateway_config(port: int, admin: int, body: str) -> str:
-    return (
-        f'[server]\nhost = "{LOOPBACK}"\nport = {port}\n\n'
-        f'[admin]\nhost = "{LOOPBACK}"\nport = {admin}\n\n{body}'
-    )
 
 
 async def start_gateway(
@@ -40,7 +34,7 @@ async def start_gateway(
     server: SporkServer = await serve_on_free_ports(
         spork_server,
         tmp_path / "gateway.toml",
-        lambda port, admin: gateway_config(port, admin, body),
+        lambda port, admin: gateway_toml(port, admin, {}, {}, extra=body),
     )
     return server, server.url
 
