@@ -81,10 +81,7 @@ class Sentinel:
                 return self._master  # a switch was announced meanwhile, and followed
             address = (reply[0].decode(), int(reply[1]))
             if address != self._address or self._master is None:
-                if self._master is not None:
-                    self._retire(self._master)
-                self._master = RespClient(address[0], address[1], **self._options)
-                self._address = address
+                return self._switch_to(address)
             return self._master
         raise ConnectionError(f"no sentinel named a master for {self.where} ({failure})")
 
@@ -107,8 +104,20 @@ class Sentinel:
             self._master = None  # ask the sentinels again on the next call
             self._retire(client)
 
-    def _retire(self, client: RespClient) -> None:
-        client.close()  # its calls fail now; aclose() waits for its sockets to be gone
+    def _switch_to(self, address: tuple[str, int], grace: float = 0.0) -> RespClient:
+        if self._master is not None:
+            self._retire(self._master, grace)
+        self._master = RespClient(address[0], address[1], **self._options)
+        self._address = address
+        return self._master
+
+    def _retire(self, client: RespClient, grace: float = 0.0) -> None:
+        """Close ``client`` now (its calls fail), or after ``grace`` seconds (calls in flight
+        may finish); aclose() waits for its sockets to be gone."""
+        if grace:
+            asyncio.get_running_loop().call_later(grace, client.close)
+        else:
+            client.close()
         self._retired = [c for c in self._retired if not c.finished] + [client]
 
     async def _guarded(self, client: RespClient, work: Any) -> Any:
@@ -174,13 +183,8 @@ class Sentinel:
         if address == self._address:
             return  # already there (a failed call or READONLY got here first)
         log.info("sentinel switched master", service=self.service, to=f"{address[0]}:{address[1]}")
-        old = self._master
-        self._master = RespClient(address[0], address[1], **self._options)
-        self._address = address
-        if old is not None:
-            # Calls in flight on the old master may still finish there before it is closed.
-            self._retired = [c for c in self._retired if not c.finished] + [old]
-            asyncio.get_running_loop().call_later(SWITCH_GRACE, old.close)
+        # Calls in flight on the old master may still finish there before it is closed.
+        self._switch_to(address, SWITCH_GRACE)
 
     async def aclose(self) -> None:
         if self._watcher is not None:
