@@ -171,7 +171,7 @@ def remove_dot_segments(raw_path: str) -> str:
             if index == len(parts) - 1:
                 kept.append("")  # "/a/b/.." is "/a/": the last segment is a directory
             continue
-        if ".." in dots or ("." in dots and (";" in dots or _SEPARATORS.search(dots))):
+        if "." in dots:
             pieces = _SEPARATORS.split(dots)
             if any(piece.split(";", 1)[0] in (".", "..") for piece in pieces):
                 raise AmbiguousPath(
