@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -27,15 +28,25 @@ def test_wheel_installs_into_a_fresh_venv_and_init_renders_every_template(
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    (wheel,) = dist.glob("spork_cli-*.whl")
+    (wheel,) = dist.glob("spork_gateway-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "spork_cli/templates/index.toml" in names
     assert "spork_cli/templates/minimal/gateway.toml" in names
 
-    # The venv borrows the already-installed dependencies but must use the wheel's own code.
+    # The venv borrows the dependencies of the environment running the tests (not the base
+    # interpreter's, which may have none of them) but must use the wheel's own code: the
+    # borrowed directories come after its own site-packages.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    own = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    borrowed = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (Path(own) / "borrowed-dependencies.pth").write_text("\n".join(sorted(borrowed)) + "\n")
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
         capture_output=True,
@@ -54,6 +65,14 @@ def test_wheel_installs_into_a_fresh_venv_and_init_renders_every_template(
         check=True,
     )
     assert where.stdout.strip().startswith(str(env_dir)), where.stdout
+    # Installed under the name users install it by ("spork-cli" on PyPI is another project).
+    named = subprocess.run(
+        [str(python), "-m", "pip", "show", "spork-gateway"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert named.returncode == 0 and "Location: " + str(env_dir) in named.stdout, named.stdout
     spork = env_dir / "bin" / "spork"
     for template in ("minimal", "full", "microservices"):
         target = work / template

@@ -17,7 +17,7 @@ from typing import Any, Protocol, cast
 try:
     import hiredis
 except ImportError:  # the optional extra `fast`
-    hiredis = None  # type: ignore[assignment]
+    hiredis = None  # type: ignore[assignment, unused-ignore]
 
 HAVE_HIREDIS = hiredis is not None
 Arg = bytes | str | int | float
