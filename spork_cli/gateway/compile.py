@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from spork_cli.breaker import BreakerCache
     from spork_cli.gateway.metrics import GatewayMetrics
     from spork_cli.middleware.validate import Validator
+    from spork_cli.state.outage import StateOutage
 
 log = structlog.get_logger("spork.gateway")
 
@@ -50,6 +51,14 @@ class Resources:
     breakers: BreakerCache | None = None  # one per process: its 250 ms cache spans reloads
     local_breakers: BreakerCache | None = None
     metrics: GatewayMetrics | None = None
+    # Every failed store call goes through it: counted, and logged once per outage.
+    outage: StateOutage | None = None
+
+    def __post_init__(self) -> None:
+        if self.store is not None and self.outage is None:
+            from spork_cli.state.outage import StateOutage
+
+            self.outage = StateOutage(self.store, self.store.backend)
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,14 +238,12 @@ async def _verifier(
 
 async def _is_revoked(config: GatewayConfig, resources: Resources, jti: str) -> bool:
     """Ask the store; when it fails, follow ``state.on_error``."""
-    assert resources.store is not None
+    assert resources.store is not None and resources.outage is not None
     try:
         return await resources.store.is_revoked(jti)
     except StateError as exc:
+        resources.outage.failed("revocation", exc)
         policy = config.state.on_error
-        log.warning("state store failed; revocation check", error=str(exc), policy=policy)
-        if resources.metrics is not None:
-            resources.metrics.count("state_errors", "revocation")
         if policy == "closed":
             raise HTTPProblem(
                 503, "state-unavailable", "the gateway cannot check tokens right now"
@@ -274,9 +281,11 @@ def _middlewares(
         from spork_cli.middleware.auth import auth_middleware
 
         chain.append(auth_middleware(route.config, config.auth, verifier))
+    outage = resources.outage
     if route.config.rate_limit is not None and resources.store is not None:
         from spork_cli.middleware.ratelimit import ratelimit_middleware
 
+        assert outage is not None
         chain.append(
             ratelimit_middleware(
                 route.config,
@@ -285,12 +294,14 @@ def _middlewares(
                 route.forwarding,
                 resources.store,
                 resources.local,
+                outage,
             )
         )
     cache = route.config.cache
     if cache is not None and resources.store is not None:
         from spork_cli.middleware.cache import cache_middleware
 
+        assert outage is not None
         chain.append(
             cache_middleware(
                 route.config,
@@ -299,6 +310,7 @@ def _middlewares(
                 cache.on_error or config.state.on_error,
                 resources.store,
                 resources.local,
+                outage,
             )
         )
     if validator is not None:
@@ -309,6 +321,7 @@ def _middlewares(
     if breaker is not None and resources.breakers is not None:
         from spork_cli.middleware.breaker import breaker_middleware
 
+        assert outage is not None
         chain.append(
             breaker_middleware(
                 route.pool.name,
@@ -316,6 +329,7 @@ def _middlewares(
                 breaker.on_error or config.state.on_error,
                 resources.breakers,
                 resources.local_breakers,
+                outage,
             )
         )
     return chain

@@ -12,13 +12,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import orjson
-import structlog
 from aiohttp import web
 
 from spork_cli import __version__
 from spork_cli.errors import StateError
-
-log = structlog.get_logger("spork.heartbeat")
 
 BEAT = 5.0
 INSTANCE = web.AppKey("spork.instance", str)
@@ -53,12 +50,14 @@ async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def beat() -> None:
         while True:
-            store = app[TABLE].resources.store
-            if store is not None:
+            resources = app[TABLE].resources
+            if resources.store is not None:
                 try:
-                    await store.heartbeat(app[INSTANCE], instance_info(app, started), BEAT * 3)
+                    info = instance_info(app, started)
+                    await resources.store.heartbeat(app[INSTANCE], info, BEAT * 3)
                 except StateError as exc:
-                    log.debug("heartbeat not written", error=str(exc))
+                    if resources.outage is not None:
+                        resources.outage.failed("heartbeat", exc)
             await asyncio.sleep(BEAT)
 
     task = asyncio.create_task(beat(), name="heartbeat")

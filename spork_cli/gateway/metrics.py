@@ -281,13 +281,6 @@ async def snapshots_ctx(app: web.Application) -> AsyncIterator[None]:
 METRICS = web.AppKey("spork.metrics", GatewayMetrics)
 
 
-def count_state_error(request: web.Request, op: str) -> None:
-    """One failed state-store call made for ``request`` (op: ratelimit, breaker, cache...)."""
-    metrics = request.app.get(METRICS)
-    if metrics is not None:
-        metrics.count("state_errors", op)
-
-
 def metrics_handler(
     gateway: web.Application,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -6,20 +6,18 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import structlog
 from aiohttp import web
 
 from spork_cli.breaker import BreakerCache, is_failure
 from spork_cli.errors import StateError
-from spork_cli.gateway.metrics import count_state_error
 from spork_cli.middleware import Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.state import BreakerDecision, BreakerPolicy
 
 if TYPE_CHECKING:
     from spork_cli.config.model import Breaker, OnError
+    from spork_cli.state.outage import StateOutage
 
-log = structlog.get_logger("spork.breaker")
 
 # How the proxy's problems map onto the kinds of failure a breaker may count.
 ERROR_KINDS = {"upstream-unreachable": "connect", "upstream-timeout": "timeout"}
@@ -31,6 +29,7 @@ def breaker_middleware(
     policy_on_error: OnError,
     breakers: BreakerCache,
     local: BreakerCache | None,
+    outage: StateOutage,
 ) -> Middleware:
     policy = BreakerPolicy.from_config(config)
 
@@ -42,8 +41,7 @@ def breaker_middleware(
         try:
             decision = await decide(cache)
         except StateError as exc:
-            log.warning("state store failed; breaker", error=str(exc), policy=policy_on_error)
-            count_state_error(request, "breaker")
+            outage.failed("breaker", exc)
             if policy_on_error == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot check its breaker right now"
@@ -66,20 +64,25 @@ def breaker_middleware(
         except HTTPProblem as problem:
             kind = ERROR_KINDS.get(problem.slug)
             failed = is_failure(policy, None if kind else problem.status, kind)
-            await _record(cache, service, policy, not failed, decision.probe)
+            await _record(cache, service, policy, not failed, decision.probe, outage)
             raise
         failed = is_failure(policy, response.status, None)
-        await _record(cache, service, policy, not failed, decision.probe)
+        await _record(cache, service, policy, not failed, decision.probe, outage)
         return response
 
     return guarded
 
 
 async def _record(
-    cache: BreakerCache, service: str, policy: BreakerPolicy, success: bool, probe: bool
+    cache: BreakerCache,
+    service: str,
+    policy: BreakerPolicy,
+    success: bool,
+    probe: bool,
+    outage: StateOutage,
 ) -> None:
     try:
         await cache.record(service, policy, success, probe)
     except StateError as exc:
         # The answer is already decided; a lost count only delays a transition.
-        log.warning("state store failed; breaker outcome not counted", error=str(exc))
+        outage.failed("breaker", exc)

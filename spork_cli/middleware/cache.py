@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
 from spork_cli.cache import CACHEABLE_METHODS, Capture, Entry, digest, lifetime
 from spork_cli.errors import StateError
-from spork_cli.gateway.metrics import METRICS, count_state_error
+from spork_cli.gateway.metrics import METRICS
 from spork_cli.middleware import (
     CAPTURE,
     IDENTITY,
@@ -27,8 +26,8 @@ from spork_cli.state import CacheHit, StateStore, cache_key, cache_stats_key
 
 if TYPE_CHECKING:
     from spork_cli.config.model import Cache, OnError, Route
+    from spork_cli.state.outage import StateOutage
 
-log = structlog.get_logger("spork.cache")
 
 LOCK_TIMEOUT = 5.0  # longest a miss waits for a concurrent miss of the same key
 
@@ -83,6 +82,7 @@ def cache_middleware(
     policy: OnError,
     store: StateStore,
     local: StateStore | None,
+    outage: StateOutage,
 ) -> Middleware:
     config: Cache | None = route.cache
     assert config is not None
@@ -110,8 +110,7 @@ def cache_middleware(
         try:
             return await store.cache_get(key, stats), store
         except StateError as exc:
-            log.warning("state store failed; cache", error=str(exc), policy=policy)
-            count_state_error(request, "cache")
+            outage.failed("cache", exc)
             if policy == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot use its cache right now"
@@ -124,7 +123,7 @@ def cache_middleware(
         try:
             await target.cache_set(key, stats, entry.encode(), ttl)
         except StateError as exc:
-            log.warning("state store failed; cache entry not stored", error=str(exc))
+            outage.failed("cache", exc)  # not stored: the next request asks the service again
 
     def storable(
         response: web.StreamResponse, capture: Capture, skip: tuple[str, ...]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-import structlog
 from aiohttp import web
 
 from spork_cli.errors import StateError
-from spork_cli.gateway.metrics import METRICS, count_state_error
+from spork_cli.gateway.metrics import METRICS
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
@@ -19,8 +18,7 @@ from spork_cli.state import StateStore, limit_key
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig, Route
     from spork_cli.gateway.forwarding import Forwarding
-
-log = structlog.get_logger("spork.ratelimit")
+    from spork_cli.state.outage import StateOutage
 
 
 def client_ip(request: web.Request, forwarding: Forwarding) -> str:
@@ -47,6 +45,7 @@ def ratelimit_middleware(
     forwarding: Forwarding,
     store: StateStore,
     local: StateStore | None,
+    outage: StateOutage,
 ) -> Middleware:
     limit_config = route.rate_limit
     assert limit_config is not None
@@ -75,8 +74,7 @@ def ratelimit_middleware(
         try:
             result = await acquire(store, key, limit)
         except StateError as exc:
-            log.warning("state store failed; rate limit", error=str(exc), policy=policy)
-            count_state_error(request, "ratelimit")
+            outage.failed("ratelimit", exc)
             if policy == "closed":
                 raise HTTPProblem(
                     503, "state-unavailable", "the gateway cannot apply its rate limit right now"

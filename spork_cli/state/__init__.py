@@ -176,8 +176,9 @@ class StateStore(Protocol):
 
     async def delete(self, keys: list[str]) -> int: ...
 
-    async def ping(self) -> None:
-        """Raise StateError when the store cannot be reached."""
+    async def ping(self, timeout: float | None = None) -> None:
+        """Raise StateError when the store does not answer within ``timeout`` seconds
+        (default: the configured ``state.timeout``), a new connection's login included."""
 
     async def revoke(self, jti: str, ttl: float) -> None:
         """Deny tokens with this ``jti`` for ``ttl`` seconds (their remaining life)."""

@@ -107,7 +107,7 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
             space.clear()
         self._counters.clear()
 
-    async def ping(self) -> None:
+    async def ping(self, timeout: float | None = None) -> None:
         return None
 
     def _get(self, key: str) -> bytes | None:

@@ -119,8 +119,17 @@ class RedisStore:
     async def close(self) -> None:
         await self.link.aclose()
 
-    async def ping(self) -> None:
-        await self._call(self.link.call("", "PING"))
+    async def ping(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            await self._call(self.link.call("", "PING"))
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self.link.call("", "PING")
+        except TimeoutError as exc:
+            raise StateError(f"Redis did not answer within {timeout:g}s") from exc
+        except (RespError, OSError) as exc:
+            raise StateError(f"Redis failed: {exc}") from exc
 
     async def scan(self, match: str, limit: int = 10_000) -> list[str]:
         found: list[str] = []
