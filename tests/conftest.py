@@ -225,7 +225,7 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A `tests.sentinel_support.RedisSentinel`: one master, one replica and three sentinels
     (quorum 2) watching service `mymaster`. Tests may fail it over or stop its parts;
     `redis_sentinel_url` settles it again before the next test."""
-    from tests.sentinel_support import start_redis_sentinel
+    from tests.support.sentinel import start_redis_sentinel
 
     binary = require_binary("redis-server")
     topology = start_redis_sentinel(binary, tmp_path_factory.mktemp("redis-sentinel"))

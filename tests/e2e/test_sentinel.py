@@ -10,7 +10,7 @@ import aiohttp
 
 from spork_cli.state import limit_key
 from tests.conftest import StartSpork
-from tests.sentinel_support import RedisSentinel, keys_on
+from tests.support.sentinel import RedisSentinel, keys_on
 from tests.support import SporkRunner, Upstream, free_ports, gateway_toml
 
 LIMIT = 5

@@ -28,14 +28,6 @@ from spork_cli.state import (
     revoked_key,
     store_from_config,
 )
-from tests.sentinel_support import (
-    SERVICE,
-    DataServer,
-    RedisSentinel,
-    keys_on,
-    replication_info,
-    start_redis_sentinel,
-)
 from tests.support import (
     TCP_ESTABLISHED,
     RedisServer,
@@ -43,6 +35,14 @@ from tests.support import (
     require_binary,
     socket_inodes,
     tcp_sockets,
+)
+from tests.support.sentinel import (
+    SERVICE,
+    DataServer,
+    RedisSentinel,
+    keys_on,
+    replication_info,
+    start_redis_sentinel,
 )
 
 PREFIX = "spork"

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from tests.support import LOOPBACK, RedisServer, free_ports
+from tests.support.net import LOOPBACK, free_ports
+from tests.support.redis_server import RedisServer
 
 SERVICE = "mymaster"
 _T = TypeVar("_T")

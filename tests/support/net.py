@@ -1,0 +1,111 @@
+"""Loopback ports: free ones, waiting for a listener, and the kernel's TCP socket table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+LOOPBACK = "127.0.0.1"
+CLUSTER_BUS_OFFSET = 10000
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago; callers must tolerate the small race."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_cluster_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """Distinct free ports whose cluster bus ports (port + 10000) are free too.
+
+    Every candidate stays bound until all are chosen, so the kernel cannot hand out the same
+    port twice and no bus port collides with another node's client port.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for _ in range(200):
+            if len(ports) == count:
+                return ports
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+            if port + CLUSTER_BUS_OFFSET > 65535:
+                continue
+            bus = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(bus)
+            try:
+                bus.bind((host, port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+            ports.append(port)
+        raise RuntimeError(f"could not find {count} free port pairs for a Redis Cluster")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on host:port, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from exc
+            time.sleep(0.02)
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct ports that were free a moment ago (all held while choosing)."""
+    held: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+async def refuses(port: int, host: str = LOOPBACK) -> bool:
+    """True when nothing accepts TCP connections on the port any more; a connection that
+    is neither accepted nor refused in time counts as not refused."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+
+
+def tcp_sockets() -> list[tuple[int, int, str, int]]:
+    """IPv4 TCP sockets of this network namespace: (local port, remote port, state, inode)."""
+    rows: list[tuple[int, int, str, int]] = []
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            rows.append(
+                (int(local.rpartition(":")[2], 16), int(remote.rpartition(":")[2], 16),
+                 state, int(inode))
+            )  # fmt: skip
+    return rows
