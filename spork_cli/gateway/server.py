@@ -65,6 +65,7 @@ async def run(
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close everything."""
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.startup import REPORT_WAIT, start_checks, stop_checks
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,6 +75,7 @@ async def run(
     demo: web.AppRunner | None = None
     gateway: web.AppRunner | None = None
     admin: web.AppRunner | None = None
+    checks: asyncio.Task[None] | None = None
     try:
         if serve_demo and config.demo.enabled:
             from spork_cli.demo import start_demo
@@ -98,6 +100,8 @@ async def run(
             await gateway.setup()
         except SporkError as exc:
             raise UsageError(f"cannot start: {exc.message}") from exc
+        if not worker:  # with --workers N the supervisor checks, once
+            checks = start_checks(app)
         await _start_site(
             gateway,
             "requests",
@@ -113,6 +117,8 @@ async def run(
             await admin.setup()
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
             admin_url = f"http://{_host(config.admin.host)}:{config.admin.port}"
+        if checks is not None:
+            await asyncio.wait([checks], timeout=REPORT_WAIT)
         log.info(
             "spork is serving",
             url=f"http://{_host(config.server.host)}:{config.server.port}",
@@ -123,6 +129,7 @@ async def run(
         await stop.wait()
         log.info("shutting down: draining in-flight requests", timeout=drain)
     finally:
+        await stop_checks(checks)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         # The gateway first, so its in-flight requests can still reach the demo service.

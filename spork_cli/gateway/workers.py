@@ -88,6 +88,7 @@ async def _supervise(
     from spork_cli.gateway.app import build_app
     from spork_cli.gateway.reload import RELOADER
     from spork_cli.gateway.server import _start_site
+    from spork_cli.gateway.startup import start_checks, stop_checks
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -97,6 +98,7 @@ async def _supervise(
     children: list[asyncio.subprocess.Process] = []
     started: dict[int, float] = {}
     runners: list[web.AppRunner] = []
+    checks: asyncio.Task[None] | None = None
     code = 0
 
     async def spawn() -> asyncio.subprocess.Process:
@@ -114,6 +116,7 @@ async def _supervise(
         shadow = web.AppRunner(shadow_app, handle_signals=False)
         await shadow.setup()
         runners.insert(0, shadow)
+        checks = start_checks(shadow_app)  # once here, not in every worker
         if config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
             admin = web.AppRunner(build_admin_app(shadow.app, token), access_log=None)
@@ -161,6 +164,7 @@ async def _supervise(
                 log.warning("worker exited; starting another", code=child.returncode)
                 children[i] = await spawn()
     finally:
+        await stop_checks(checks)
         try:
             loop.remove_signal_handler(signal.SIGHUP)
         except (NotImplementedError, RuntimeError):
