@@ -24,6 +24,7 @@ from tests.support import (
     gateway_toml,
     refuses,
     require_binary,
+    self_signed_certificate,
     start_redis_server,
 )
 
@@ -211,3 +212,39 @@ async def test_redis_killed_and_restarted_is_one_line_each_way_with_the_failed_c
     assert len(lines(server, STORE_DOWN)) == len(began) == 1
     assert len(lines(server, STORE_BACK)) == 1
     assert [e for e in server.events() if e.get("level") == "warning"] == began + ended
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[int]:
+    """The TLS port of a redis-server of its own whose certificate is self-signed."""
+    cert, key = self_signed_certificate(tmp_path)
+    (tls_port,) = free_ports(1)
+    tls = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    tls += ("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")
+    server = start_redis_server(require_binary("redis-server"), tmp_path / "redis", extra_args=tls)
+    try:
+        yield tls_port
+    finally:
+        server.stop()
+
+
+async def test_a_redis_certificate_not_trusted_is_one_line_saying_so(
+    tmp_path: Path, spork_server: StartSpork, upstream: Upstream, tls_redis: int
+) -> None:
+    port, admin = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        gateway_toml(
+            port, admin, {"svc": upstream.url}, {"/": "svc"}, route_extra=LIMITED,
+            extra=redis_state(f"rediss://{LOOPBACK}:{tls_redis}/0"),
+        )
+    )  # fmt: skip
+    server = await spork_server(config, port, admin, "--no-reload", env={"SSL_CERT_FILE": None})
+
+    await eventually(lambda: lines(server, STORE_DOWN), what="the store's line")
+    assert await server.stop() == 0, server.output()
+    (line,) = [e["event"] for e in lines(server, STORE_DOWN)]
+    # OpenSSL 3 says "self-signed", 1.1 "self signed"
+    assert line.replace("self signed", "self-signed") == (
+        STORE_DOWN + "TLS certificate rejected: self-signed certificate"
+    )
