@@ -112,6 +112,22 @@ class Server(Model):
         description="CIDRs whose X-Forwarded-For / Forwarded headers are believed.",
         examples=[["127.0.0.1/32", "10.0.0.0/8"]],
     )
+    merge_slashes: bool = Field(
+        True,
+        description=(
+            "Merge runs of slashes in a request path into one before routing and forwarding "
+            "(as nginx's merge_slashes); off keeps empty segments as sent."
+        ),
+    )
+    encoded_slashes: Literal["reject", "keep"] = Field(
+        "reject",
+        description=(
+            "A request path with an encoded `/` or `\\` (`%2F`, `%5C`): `reject` answers 400, "
+            "since servers disagree on whether it separates segments; `keep` routes it as one "
+            "opaque segment and forwards it encoded, for APIs that put slashes in names "
+            "(an upstream that decodes it then sees other segments than the gateway matched)."
+        ),
+    )
     timeouts: ServerTimeouts = Field(default_factory=ServerTimeouts)
 
 
@@ -322,7 +338,10 @@ class DenyRule(Model):
     )
     path: str | None = Field(
         None,
-        description="Regex searched in the raw (percent-encoded) path.",
+        description=(
+            "Regex searched in the canonical path (the one routes match: `/%2Egit` is "
+            "`/.git`)."
+        ),
         examples=[r"/\.(git|env)(/|$)"],
     )
     query: str | None = Field(None, description="Regex searched in the raw query string.")
@@ -516,9 +535,12 @@ class Route(Model):
         pattern=r"^/",
         description=(
             "Path prefix, matched on segment boundaries. Requests are matched, and forwarded, "
-            "by their path with dot segments (`.`, `..`, `%2e`) resolved, also when the target "
-            "is a full URL; dots that servers read differently (`..;`, `..%2F`) are refused "
-            "(400). Other escapes such as `%2F`, and empty segments (`//`), stay as sent."
+            "by one canonical path: escapes of unreserved characters decoded (`%61` is `a`), "
+            "other escapes upper-cased, dot segments (`.`, `..`, `%2e`) resolved, runs of "
+            "slashes merged (`server.merge_slashes`), also when the target is a full URL. "
+            "What servers read differently is refused (400): `%2F` and `%5C` (unless "
+            "`server.encoded_slashes = \"keep\"`), a backslash, a raw `#`, `%00` and other "
+            "control characters, a `%` that starts no escape, and dots such as `..;`."
         ),
         examples=["/api/users"],
     )

@@ -17,13 +17,10 @@ from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
-from spork_cli.gateway.table import (
-    AmbiguousPath,
-    CompiledRoute,
-    RouteTable,
-    has_dot_segments,
-    remove_dot_segments,
-)
+from spork_cli.gateway.canonical import BadPath, canonical_target
+from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
+from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
+from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
 from spork_cli.middleware.errors import (
@@ -64,20 +61,28 @@ EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one catch-all handler: deny rules, match, run the route's chain, log."""
     raw = request.raw_path
-    refused: str | None = None
-    if raw[:1] != "/" or has_dot_segments(raw):
-        # An absolute-form target (`GET http://host/path`) is routed by its path, like any.
-        try:
-            clean = remove_dot_segments(raw if raw[:1] == "/" else request.rel_url.raw_path_qs)
-        except AmbiguousPath as exc:
-            refused = str(exc)
-        else:
-            if clean != raw:
-                return await _resolved(request, clean)
+    table = request.app[TABLE].current
+    refused: BadPath | None = None
+    # An absolute-form target (`GET http://host/path`) is routed by its path, like any; a
+    # fragment there is refused as in origin form.
+    target = raw if raw[:1] == "/" else request.rel_url.raw_path_qs + ("#" if "#" in raw else "")
+    try:
+        server = table.config.server
+        clean = canonical_target(
+            target,
+            merge_slashes=server.merge_slashes,
+            keep_encoded_slashes=server.encoded_slashes == "keep",
+        )
+    except BadPath as exc:
+        refused = exc
+    else:
+        if clean is None:
+            clean = target
+        if clean != raw:
+            return await _resolved(request, clean)
     started = time.perf_counter()
     rid = request_id(request.headers.get("X-Request-ID"))
     request[REQUEST_ID] = rid
-    table = request.app[TABLE].current
     edge = table.edge
     match = table.match(request.method, raw)
     route = match.route if refused is None else None
@@ -93,7 +98,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             edge.deny.check(request)
         request[EDGE_HEADERS] = headers
         if refused is not None:
-            raise HTTPProblem(400, "ambiguous-path", refused)
+            raise HTTPProblem(400, refused.slug, str(refused))
         if request.method == "OPTIONS" and PREFLIGHT in request.headers:
             answered = edge.preflight(table, request, route)
             if answered is not None:
@@ -140,8 +145,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def _resolved(request: web.Request, path: str) -> web.StreamResponse:
-    """A path with dot segments is served as its resolved form: the route, the upstream and
-    the logs all see that one path."""
+    """A path not in canonical form is served as its canonical form: the route, the upstream
+    and the logs all see that one path."""
     target, _, query = path.partition("?")
     resolved = request.clone(rel_url=URL.build(path=target, query_string=query, encoded=True))
     try:

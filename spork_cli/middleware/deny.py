@@ -1,10 +1,11 @@
 """``[[deny]]`` rules: a tripwire for known-bad requests, refused with 403 before routing.
 
-A rule matches when every condition it sets matches: ``path`` is searched in the raw
-(percent-encoded) path, ``query`` in the raw query string (without ``?``), ``value`` in each
-value of ``header`` (a request without that header does not match). The 403 problem names the
-rule. This is not a web application firewall: patterns see the request as sent, unencoded
-variants of a path are other strings, and whatever no rule names goes through.
+A rule matches when every condition it sets matches: ``path`` is searched in the canonical
+path (the one routes match and the upstream is sent: ``/%2Egit`` and ``/x/../.git`` are
+``/.git``), ``query`` in the raw query string (without ``?``), ``value`` in each value of
+``header`` (a request without that header does not match). The 403 problem names the rule.
+This is not a web application firewall: queries and headers are seen as sent, and whatever no
+rule names goes through.
 """
 
 from __future__ import annotations

@@ -65,16 +65,17 @@ async def test_other_requests_go_through(
     assert backend.calls == 1
 
 
-async def test_rules_see_the_raw_path(
+async def test_rules_see_the_canonical_path(
     gateway: Gateway, backend: Backend, raw_connection: Connect
 ) -> None:
-    # A tripwire, not a WAF: an encoded variant is another string.
+    # An encoded spelling is the same path: the upstream would decode it to `/.git/config`.
     client = await gateway(denying(backend.url))
-    connection = await raw_connection(client)
-    await connection.send(b"GET /%2Egit/config HTTP/1.1\r\nHost: gateway\r\n\r\n")
-    status, _, _ = await connection.head()
-    assert status == 200
-    assert [seen.path for seen in backend.seen] == ["/%2Egit/config"]
+    for target in (b"/%2Egit/config", b"/%2egit/%63onfig", b"/x/..//.git/config"):
+        connection = await raw_connection(client)
+        await connection.send(b"GET " + target + b" HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        status, _, _ = await connection.head()
+        assert status == 403, target
+    assert backend.seen == []
 
 
 async def test_unmatched_paths_are_denied_too(gateway: Gateway, backend: Backend) -> None:

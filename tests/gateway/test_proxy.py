@@ -46,9 +46,9 @@ async def test_raw_path_with_encoded_slash_and_query_reach_upstream_intact(
     gateway: Gateway, upstream: Upstream
 ) -> None:
     client = await gateway(single_service(upstream.url, route={"path": "/api"}))
-    seen = await echo(client, "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty=")
-    assert seen["raw_path"] == "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty="
-    assert upstream.requests[-1].raw_path == "/api/files/a%2Fb/c%20d?x=1&y=%2F&z=a+b&empty="
+    seen = await echo(client, "/api/files/a%3Bb/c%20d?x=1&y=%2F&z=a+b&empty=")
+    assert seen["raw_path"] == "/api/files/a%3Bb/c%20d?x=1&y=%2F&z=a+b&empty="
+    assert upstream.requests[-1].raw_path == "/api/files/a%3Bb/c%20d?x=1&y=%2F&z=a+b&empty="
 
 
 async def test_strip_prefix_through_the_gateway_keeps_encoding_and_query(
@@ -57,8 +57,8 @@ async def test_strip_prefix_through_the_gateway_keeps_encoding_and_query(
     client = await gateway(
         single_service(upstream.url, route={"path": "/api", "strip_prefix": True})
     )
-    seen = await echo(client, "/api/a%2Fb?q=%2F")
-    assert seen["raw_path"] == "/a%2Fb?q=%2F"
+    seen = await echo(client, "/api/a%20b?q=%2F")
+    assert seen["raw_path"] == "/a%20b?q=%2F"
     seen = await echo(client, "/api?q=1")
     assert seen["raw_path"] == "/?q=1"
 
@@ -67,8 +67,8 @@ async def test_endpoint_url_path_is_prepended(gateway: Gateway, upstream: Upstre
     client = await gateway(
         single_service(f"{upstream.url}/base/", route={"path": "/api", "strip_prefix": True})
     )
-    seen = await echo(client, "/api/x%2Fy?q=1")
-    assert seen["raw_path"] == "/base/x%2Fy?q=1"
+    seen = await echo(client, "/api/x%20y?q=1")
+    assert seen["raw_path"] == "/base/x%20y?q=1"
 
 
 # --- hop-by-hop headers ------------------------------------------------------------------------
@@ -351,10 +351,27 @@ async def test_large_download_passes_through_intact(
     assert digest.hexdigest() == hashlib.sha256(pattern_bytes(size)).hexdigest()
 
 
-async def test_encoded_slashes_are_not_decoded(gateway: Gateway, upstream: Upstream) -> None:
+async def test_encoded_slashes_are_refused_by_default(gateway: Gateway, upstream: Upstream) -> None:
     client = await gateway(single_service(upstream.url, route={"path": "/public"}))
-    seen = await echo(client, "/public/a%2Fb%2F.well-known%5Cc")
-    assert seen["raw_path"] == "/public/a%2Fb%2F.well-known%5Cc"
+    async with client.get(URL("/public/a%2Fb", encoded=True)) as response:
+        body = await expect_problem(response, 400)
+    assert body["type"] == "urn:spork:problem:ambiguous-path"
+    assert "%2F" in body["detail"]
+    assert upstream.requests == []
+
+
+async def test_encoded_slashes_kept_by_the_setting_stay_encoded(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, route={"path": "/public"}, server={"encoded_slashes": "keep"})
+    )
+    seen = await echo(client, "/public/a%2fb%2F.well-known%5Cc/%61")
+    assert seen["raw_path"] == "/public/a%2Fb%2F.well-known%5Cc/a"
+    # Dots beside a kept separator are still refused: a server that decodes first resolves them.
+    async with client.get(URL("/public/x/..%2Fadmin", encoded=True)) as response:
+        body = await expect_problem(response, 400)
+    assert body["type"] == "urn:spork:problem:ambiguous-path"
 
 
 @pytest.mark.parametrize(
@@ -448,13 +465,15 @@ async def test_targets_the_router_cannot_place_get_a_problem_with_id_and_securit
     assert counted == {(UNMATCHED, method, str(status)): 1}
 
 
-async def test_a_path_with_an_encoded_newline_is_routed_like_any_other(
-    gateway: Gateway, upstream: Upstream
+@pytest.mark.parametrize("escape", ["%0A", "%0d", "%00", "%7F", "%1b"])
+async def test_a_path_with_an_encoded_control_character_is_a_400_problem(
+    gateway: Gateway, upstream: Upstream, escape: str
 ) -> None:
     client = await gateway(single_service(upstream.url, route={"path": "/public"}))
-    async with client.get(URL("/public/a%0Ab", encoded=True)) as response:
-        await response.read()
-    assert [r.raw_path for r in upstream.requests] == ["/public/a%0Ab"]
+    async with client.get(URL(f"/public/a{escape}b", encoded=True)) as response:
+        body = await expect_problem(response, 400)
+    assert body["type"] == "urn:spork:problem:bad-path"
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize(
