@@ -15,8 +15,6 @@ from yarl import URL
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
-from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
-from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
 from spork_cli.gateway.canonical import BadPath, canonical_target
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
