@@ -13,7 +13,8 @@ other prefix a user picks. ``PREFIX`` below is any run of whole segments, possib
     POST    PREFIX/users              {"name": str, "email"?: str|null} -> 201 + Location
     GET     PREFIX/users/me           {"sub", "roles"} from X-User-Id / X-User-Roles; else 401
     GET     PREFIX/me                 the same
-    *       PREFIX/admin/...          {"admin": true, "sub", "method", "path"}
+    *       PREFIX/admin/...          {"admin": true, "sub", "method", "path"} with the admin
+                                      role in X-User-Roles; else 403
     GET     PREFIX/users/{id}         one user
     PUT     PREFIX/users/{id}         replace name (required) and email
     PATCH   PREFIX/users/{id}         change the fields given
@@ -271,14 +272,21 @@ async def _me(request: web.Request) -> web.Response:
             "no X-User-Id header: this route needs the gateway to authenticate the caller",
             {"WWW-Authenticate": "Bearer"},
         )
+    return _json({"sub": sub, "roles": _roles(request)})
+
+
+def _roles(request: web.Request) -> list[str]:
     # Roles arrive comma-separated from forward_claims; space-separated scopes work too.
-    raw_roles = request.headers.get("X-User-Roles", "")
-    roles = raw_roles.replace(",", " ").split()
-    return _json({"sub": sub, "roles": roles})
+    return request.headers.get("X-User-Roles", "").replace(",", " ").split()
 
 
 async def _admin(request: web.Request) -> web.Response:
-    """Stands in for an admin-only API: says who called and what they asked for."""
+    """Stands in for an admin-only API: says who called and what they asked for. Like a real
+    one behind a gateway, it checks the role the gateway verified (X-User-Roles, which the
+    gateway never takes from a client), so a route that forwards here without the admin role
+    gets nothing: with strip_prefix routes, more paths than `/api/admin/` can reach it."""
+    if "admin" not in _roles(request):
+        return _problem(403, "this endpoint needs the admin role, verified by the gateway")
     return _json(
         {
             "admin": True,

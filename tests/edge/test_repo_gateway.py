@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import aiohttp
+import yarl
 
 from tests.conftest import RepoConfig, StartSpork
 from tests.edge.conftest import cors_headers
@@ -60,3 +61,36 @@ async def test_repo_gateway_answers_preflights_sets_headers_and_checks_user_bodi
     assert created["name"] == "Barbara Liskov"
     async with http.get(f"{server.url}/api/users/{created['id']}") as response:
         assert (await response.json())["name"] == "Barbara Liskov"
+
+
+async def test_admin_data_is_answered_only_through_the_admin_route_with_the_admin_role(
+    repo_config: RepoConfig, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    server = await spork_server(repo_config.path, repo_config.port, repo_config.admin_port)
+    minted = repo_config.spork("token", "mint", "--sub", "root", "--role", "admin")
+    assert minted.returncode == 0, minted.stderr
+    admin = {"Authorization": f"Bearer {minted.stdout.strip()}"}
+    async with http.get(f"{server.url}/api/admin/reports", headers=admin) as response:
+        assert response.status == 200
+        assert (await response.json())["admin"] is True
+
+    # Every other way to the demo's admin handler: open routes, strip_prefix routes,
+    # encoded and dotted spellings, and identity headers a client made up.
+    forged = {"X-User-Id": "root", "X-User-Roles": "admin", "X_User_Roles": "admin"}
+    # 401: the gateway's admin route took it and wants a token; 403: another route forwarded
+    # it, and the demo's handler found no verified admin role.
+    expected = {
+        "/api/users/admin/reports": 403,
+        "/api/limited/api/admin/reports": 403,
+        "/api/limited/admin/reports": 403,
+        "/api/cached/api/admin/reports": 403,
+        "/api/flaky/../admin/reports": 401,
+        "/api/%61dmin/reports": 401,
+        "/api/users/%2e%2e/admin/reports": 401,
+    }
+    for path, status in expected.items():
+        url = yarl.URL(server.url + path, encoded=True)
+        async with http.get(url, headers=forged) as response:
+            body = await response.read()
+            assert response.status == status, (path, response.status, body)
+            assert b'"admin":true' not in body, path
