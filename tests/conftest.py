@@ -1,12 +1,20 @@
 """Shared fixtures: real Redis, a real Redis Cluster, echo upstreams and the CLI as a process.
 
 The parts themselves live in `tests.support`; this module only ties their lifetimes to pytest.
+
+A test that starts processes (redis-server, a cluster, sentinels, `spork serve`, the CLI,
+a browser, a wheel build) is marked ``slow`` by the fixtures it uses: the names in
+``PROCESS_FIXTURES``, or a parametrised fixture whose parameter names one of them. A test
+not marked ``slow`` that starts a process fails, so ``pytest -m "not slow"`` stays quick and
+nothing slips into it by accident.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +26,7 @@ import tomlkit
 
 from tests.support import (
     PROJECT_ROOT,
+    Processes,
     RedisClusterNodes,
     RedisServer,
     SporkRunner,
@@ -25,11 +34,83 @@ from tests.support import (
     Upstream,
     UpstreamFactory,
     free_ports,
+    hold_fixed_ports,
     require_binary,
     run_spork,
     start_redis_cluster,
     start_redis_server,
 )
+
+# Fixtures that start processes, wherever they are defined; a test using any of them (directly
+# or through another fixture) is slow.
+PROCESS_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "redis_url",
+        "redis_cluster",
+        "redis_cluster_url",
+        "redis_sentinel",
+        "redis_sentinel_url",
+        "spork_server",
+        "run_spork",
+        "repo_config",  # RepoConfig.spork runs the CLI
+        "processes",
+        "own_server",
+        "protected_sentinel",  # tests/state/test_sentinel.py: a password-protected topology
+        "browser",  # tests/admin/test_dashboard.py: headless Chromium
+    }
+)
+
+
+def starts_processes(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        # A fixture parametrised by fixture name (`request.getfixturevalue(request.param)`).
+        names |= {value for value in callspec.params.values() if isinstance(value, str)}
+    return not PROCESS_FIXTURES.isdisjoint(names)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if starts_processes(item):
+            item.add_marker(pytest.mark.slow)
+
+
+@contextlib.contextmanager
+def _no_process(item: pytest.Item) -> Iterator[None]:
+    """Within the block, starting a process fails ``item``: it is not slow, so it must not."""
+    spawn = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            f"{item.nodeid} starts a process ({args!r}) without a fixture of "
+            "PROCESS_FIXTURES (tests/conftest.py), so it is not marked slow",
+            pytrace=False,
+        )
+
+    subprocess.Popen._execute_child = refuse  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child = spawn  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    # Setup too: a module- or session-scoped fixture starts its processes here.
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    with _no_process(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    with _no_process(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +134,44 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client(socket_timeout=5) as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """`own_server(*extra_args)` starts a redis-server of the test's own; all stop afterwards."""
+    binary = require_binary("redis-server")
+    started: list[RedisServer] = []
+
+    def start(*extra_args: str) -> RedisServer:
+        workdir = tmp_path / f"redis-{len(started)}"
+        server = start_redis_server(binary, workdir, extra_args=extra_args)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def fixed_ports() -> Iterator[None]:
+    """The README's fixed ports (8080, 9901, 9100) for this test alone: tests that need them
+    take turns, across xdist workers and other runs on the machine."""
+    with hold_fixed_ports():
+        yield
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory of the test's own for unix sockets: a socket path must fit in 108
+    bytes, and Redis cuts the address it shows for a client at 77."""
+    directory = Path(tempfile.mkdtemp(prefix="spork-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +214,19 @@ async def upstream_factory() -> AsyncIterator[UpstreamFactory]:
         await factory.close()
 
 
-@pytest.fixture(name="run_spork")
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Programs the test runs itself: `processes.run(*command, cwd=, env=, input=, timeout=)`
+    to completion, `processes.start(*command, **popen)` in the background; whatever still runs
+    is killed (its whole session) after the test."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(name="run_spork", scope="session")
 def run_spork_fixture() -> SporkRunner:
     """`run_spork(*args, cwd=, env=, input=, timeout=)` runs the CLI as a real subprocess."""
     return run_spork

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, Processes
 
 GOOD = """\
 [[services]]
@@ -65,26 +65,14 @@ def git(cwd: Path, *args: str) -> None:
     )
 
 
-def try_repo(project: Path, home: Path) -> subprocess.CompletedProcess[str]:
+def try_repo(processes: Processes, project: Path, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
     env.pop("SPORK_CONFIG", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pre_commit",
-            "try-repo",
-            str(PROJECT_ROOT),
-            "spork-check",
-            "--all-files",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return processes.run(
+        sys.executable, "-m", "pre_commit", "try-repo", str(PROJECT_ROOT), "spork-check",
+        "--all-files",
+        cwd=project, env=env, timeout=600,
+    )  # fmt: skip
 
 
 def test_hook_manifest_declares_spork_check() -> None:
@@ -97,8 +85,9 @@ def test_hook_manifest_declares_spork_check() -> None:
     assert not files.search("pyproject.toml") and not files.search("my-gateway.toml.bak")
 
 
-@pytest.mark.slow
-def test_pre_commit_try_repo_fails_on_the_broken_config_only(tmp_path: Path) -> None:
+def test_pre_commit_try_repo_fails_on_the_broken_config_only(
+    tmp_path: Path, processes: Processes
+) -> None:
     if shutil.which("git") is None:
         pytest.fail("git is needed to try the pre-commit hook")
     project = scratch_project(tmp_path / "project")
@@ -106,7 +95,7 @@ def test_pre_commit_try_repo_fails_on_the_broken_config_only(tmp_path: Path) -> 
     git(project, "add", ".")
     home = tmp_path / "pre-commit-home"
 
-    failed = try_repo(project, home)
+    failed = try_repo(processes, project, home)
     output = failed.stdout + failed.stderr
     assert failed.returncode == 1, output
     assert "broken/gateway.toml:8:1" in output, output
@@ -115,7 +104,7 @@ def test_pre_commit_try_repo_fails_on_the_broken_config_only(tmp_path: Path) -> 
 
     (project / "broken" / "gateway.toml").write_text(GOOD)
     git(project, "add", ".")
-    passed = try_repo(project, home)
+    passed = try_repo(processes, project, home)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "spork check" in passed.stdout and "Passed" in passed.stdout, passed.stdout
 
@@ -149,7 +138,9 @@ def test_action_is_a_composite_whose_steps_use_only_declared_inputs() -> None:
     assert install["env"]["SPORK_SOURCE"] == "${{ github.action_path }}"
 
 
-def run_check_step(workdir: Path, files: str, strict: str) -> subprocess.CompletedProcess[str]:
+def run_check_step(
+    processes: Processes, workdir: Path, files: str, strict: str
+) -> subprocess.CompletedProcess[str]:
     """The action's `spork check` step as the runner would run it, with this environment's
     `spork` on PATH (the install step's job)."""
     step = next(s for s in action()["runs"]["steps"] if s["name"] == "spork check")
@@ -160,44 +151,42 @@ def run_check_step(workdir: Path, files: str, strict: str) -> subprocess.Complet
         "SPORK_STRICT": strict,
     }
     env.pop("SPORK_CONFIG", None)
-    return subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return processes.run(
+        "bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"], cwd=workdir, env=env
     )
 
 
-def test_action_check_step_annotates_the_broken_file_and_fails(tmp_path: Path) -> None:
+def test_action_check_step_annotates_the_broken_file_and_fails(
+    tmp_path: Path, processes: Processes
+) -> None:
     project = scratch_project(tmp_path)
-    result = run_check_step(project, "gateway.toml broken/*.toml", "false")
+    result = run_check_step(processes, project, "gateway.toml broken/*.toml", "false")
     assert result.returncode == 1, result.stdout + result.stderr
     assert annotations(result.stdout) == [("error", "broken/gateway.toml", 8, 1)], result.stdout
 
 
-def test_action_check_step_passes_good_files(tmp_path: Path) -> None:
+def test_action_check_step_passes_good_files(tmp_path: Path, processes: Processes) -> None:
     project = scratch_project(tmp_path)
-    result = run_check_step(project, "gateway.toml", "false")
+    result = run_check_step(processes, project, "gateway.toml", "false")
     assert result.returncode == 0, result.stdout + result.stderr
     assert annotations(result.stdout) == []
 
 
 @pytest.mark.parametrize(("strict", "code"), [("false", 0), ("true", 1)])
 def test_action_strict_input_decides_whether_warnings_fail(
-    tmp_path: Path, strict: str, code: int
+    tmp_path: Path, processes: Processes, strict: str, code: int
 ) -> None:
     (tmp_path / "gateway.toml").write_text(WARNING_ONLY)
-    result = run_check_step(tmp_path, "gateway.toml", strict)
+    result = run_check_step(processes, tmp_path, "gateway.toml", strict)
     assert result.returncode == code, result.stdout + result.stderr
     ((severity, file, _, _),) = annotations(result.stdout)
     assert (severity, file) == ("warning", "gateway.toml")
 
 
-def test_action_refuses_a_strict_value_it_does_not_know(tmp_path: Path) -> None:
+def test_action_refuses_a_strict_value_it_does_not_know(
+    tmp_path: Path, processes: Processes
+) -> None:
     (tmp_path / "gateway.toml").write_text(GOOD)
-    result = run_check_step(tmp_path, "gateway.toml", "yes")
+    result = run_check_step(processes, tmp_path, "gateway.toml", "yes")
     assert result.returncode == 2
     assert result.stdout.startswith("::error::strict must be true or false"), result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from typer.testing import CliRunner
 
+from spork_cli.cli import app
 from spork_cli.gateway.admin import build_admin_app
-from tests.support import PROJECT_ROOT, run_spork
+from tests.support import PROJECT_ROOT, Processes, SporkRunner
 from tests.test_templates import TEMPLATE_ENV
 
 ENV = TEMPLATE_ENV["deploy"]
@@ -27,8 +28,8 @@ ENV_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("deploy") / "app"
-    result = run_spork("init", str(target), "--template", "deploy")
-    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(app, ["init", str(target), "--template", "deploy"])
+    assert result.exit_code == 0, result.output
     return target
 
 
@@ -192,7 +193,9 @@ def test_hpa_scales_the_deployment_on_cpu(objects: dict[str, dict[str, Any]]) ->
     assert resources["requests"]["cpu"] and resources["limits"]["memory"]
 
 
-def test_config_passes_check_with_its_variables_and_fails_closed_without(rendered: Path) -> None:
+def test_config_passes_check_with_its_variables_and_fails_closed_without(
+    rendered: Path, run_spork: SporkRunner
+) -> None:
     file = str(rendered / "gateway.toml")
     checked = run_spork("check", file, env=ENV)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -201,20 +204,16 @@ def test_config_passes_check_with_its_variables_and_fails_closed_without(rendere
     assert all(f"{name} is not set" in unset.stdout for name in ENV), unset.stdout
 
 
-def test_alert_rules_are_the_full_templates_and_promtool_accepts_them(rendered: Path) -> None:
+def test_alert_rules_are_the_full_templates_and_promtool_accepts_them(
+    rendered: Path, processes: Processes
+) -> None:
     alerts = rendered / "monitoring" / "alerts.yml"
     full = PROJECT_ROOT / "templates" / "full" / "monitoring" / "alerts.yml"
     assert alerts.read_text() == full.read_text()
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool not found; scripts/system-deps.sh installs it", pytrace=False)
-    result = subprocess.run(
-        [promtool, "check", "rules", str(alerts)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = processes.run(promtool, "check", "rules", str(alerts), timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 
 import pytest
 
 from spork_cli.state.resp_wire import PythonReader, new_reader
+from tests.support import Processes
 
 REQUIRED = os.environ.get("SPORK_FAST_EXTRA") == "1"
 
@@ -35,7 +35,7 @@ def test_state_client_parses_with_hiredis_exactly_when_it_is_installed() -> None
         assert isinstance(reader, PythonReader)
 
 
-def test_serve_runs_on_uvloop_exactly_when_it_is_installed() -> None:
+def test_serve_runs_on_uvloop_exactly_when_it_is_installed(processes: Processes) -> None:
     # A process of its own: installing a loop policy is global.
     probe = (
         "import asyncio\n"
@@ -45,12 +45,7 @@ def test_serve_runs_on_uvloop_exactly_when_it_is_installed() -> None:
         "print(type(loop).__module__.split('.')[0])\n"
         "loop.close()\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = processes.run(sys.executable, "-W", "error", "-c", probe)
+    assert result.returncode == 0, result.stderr
     expected = "uvloop" if installed("uvloop") else "asyncio"
     assert result.stdout.strip() == expected, result.stdout + result.stderr

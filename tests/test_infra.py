@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,6 +19,8 @@ from yarl import URL
 
 from tests.support import (
     CLUSTER_SLOTS,
+    PROJECT_ROOT,
+    Processes,
     RedisClusterNodes,
     RedisServer,
     SporkRunner,
@@ -210,3 +215,65 @@ def test_run_spork_runs_the_cli_as_a_process(run_spork: SporkRunner) -> None:
     assert isinstance(result, subprocess.CompletedProcess)
     assert result.returncode == 0, result.stderr
     assert "spork" in result.stdout
+
+
+# --- the quick loop ------------------------------------------------------------------------------
+
+SAMPLE = """
+import subprocess
+
+
+def test_plain():
+    pass
+
+
+def test_runs_a_program_without_a_fixture():
+    subprocess.run(["true"], check=True)
+
+
+def test_runs_a_program_through_the_fixture(processes):
+    assert processes.run("true").returncode == 0
+
+
+def test_uses_redis(redis_url):
+    pass
+"""
+
+
+def pytest_in(processes: Processes, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest as a process of its own; outside the suite, with its conftest as a plugin."""
+    plugin = () if cwd == PROJECT_ROOT else ("-p", "tests.conftest")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return processes.run(
+        sys.executable, "-m", "pytest", *plugin, "-p", "no:cacheprovider", *args,
+        cwd=cwd, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def test_not_slow_deselects_every_test_that_starts_a_process(
+    processes: Processes, tmp_path: Path
+) -> None:
+    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    result = pytest_in(processes, tmp_path, "--collect-only", "-q", "-m", "not slow")
+    collected = {line for line in result.stdout.splitlines() if "::" in line}
+    assert collected == {
+        "test_sample.py::test_plain",
+        "test_sample.py::test_runs_a_program_without_a_fixture",
+    }, result.stdout
+    # And in this suite: the redis-server fixture's own test is slow, the port helper's is not.
+    result = pytest_in(
+        processes, PROJECT_ROOT, "--collect-only", "-q", "-m", "not slow", "tests/test_infra.py"
+    )
+    assert "tests/test_infra.py::test_redis_server_is_a_real_redis" not in result.stdout
+    assert "tests/test_infra.py::test_free_cluster_ports_leave_room_for_the_bus" in result.stdout
+
+
+def test_a_quick_test_that_starts_a_process_fails(processes: Processes, tmp_path: Path) -> None:
+    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    result = pytest_in(processes, tmp_path, "-q", "-m", "not slow", "-rf")
+    assert result.returncode == 1, result.stdout
+    assert "1 failed, 1 passed, 2 deselected" in result.stdout, result.stdout
+    assert (
+        "test_sample.py::test_runs_a_program_without_a_fixture starts a process (['true'])"
+        in result.stdout
+    ), result.stdout

@@ -5,36 +5,29 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, Processes
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def run(processes: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return processes.run(sys.executable, "-m", *args, cwd=PROJECT_ROOT, timeout=300)
 
 
-def test_ruff_check() -> None:
-    result = run("ruff", "check", ".")
+def test_ruff_check(processes: Processes) -> None:
+    result = run(processes, "ruff", "check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_ruff_format() -> None:
-    result = run("ruff", "format", "--check", ".")
+def test_ruff_format(processes: Processes) -> None:
+    result = run(processes, "ruff", "format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict() -> None:
-    result = run("mypy")
+def test_mypy_strict(processes: Processes) -> None:
+    result = run(processes, "mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_help_does_not_import_the_heavy_parts() -> None:
+def test_help_does_not_import_the_heavy_parts(processes: Processes) -> None:
     code = (
         "import sys; sys.argv = ['spork', '--help']\n"
         "from spork_cli.cli import app\n"
@@ -42,8 +35,6 @@ def test_help_does_not_import_the_heavy_parts() -> None:
         "heavy = {'aiohttp', 'redis', 'pydantic', 'jwt', 'watchfiles', 'prometheus_client'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
-    )
+    result = processes.run(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

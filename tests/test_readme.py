@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PROJECT_ROOT, spork_env, wait_for_port
+from tests.support import PROJECT_ROOT, Processes, spork_env, wait_for_port
 
 README = PROJECT_ROOT / "README.md"
 FENCE = re.compile(r"^(<!-- with: spork serve -->\n)?```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -71,7 +71,8 @@ def test_ci_script_is_executable_and_fails_on_no_tests() -> None:
     assert '"$status" -eq 5' in script and "exit 1" in script
 
 
-def test_tour_commands_give_the_output_shown(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("fixed_ports")
+def test_tour_commands_give_the_output_shown(tmp_path: Path, processes: Processes) -> None:
     steps = tour()
     assert len(steps) >= 10
     work = tmp_path / "work"
@@ -89,7 +90,7 @@ def test_tour_commands_give_the_output_shown(tmp_path: Path) -> None:
     try:
         for step in steps:
             if step.with_server and server is None:
-                server = start_gateway(work, env)
+                server = start_gateway(processes, work, env)
             elif not step.with_server and server is not None:
                 stop_gateway(server)
                 server = None
@@ -99,20 +100,17 @@ def test_tour_commands_give_the_output_shown(tmp_path: Path) -> None:
             stop_gateway(server)
 
 
-def start_gateway(work: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """The repo's gateway.toml, served as the README's set-up command serves it."""
+def start_gateway(processes: Processes, work: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The repo's gateway.toml, served as the README's set-up command serves it, on the ports
+    the README shows (the `fixed_ports` fixture keeps other tests off them meanwhile)."""
     for port in (8080, 9901, 9100):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.fail(f"port {port} is taken; the README's examples need it free")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "spork_cli", "serve"],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server: subprocess.Popen[bytes] = processes.start(
+        sys.executable, "-m", "spork_cli", "serve",
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
         wait_for_port("127.0.0.1", 8080, timeout=20)
         wait_for_port("127.0.0.1", 9901, timeout=20)

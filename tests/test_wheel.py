@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import sysconfig
 import venv
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from tests.support import PROJECT_ROOT
+from tests.support import PROJECT_ROOT, Processes
 
 
-@pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_init_renders_every_template(
-    tmp_path: Path,
+    tmp_path: Path, processes: Processes
 ) -> None:
     dist = tmp_path / "dist"
-    build = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
+    build = processes.run(
+        sys.executable,
+        "-m",
+        "build",
+        "--wheel",
+        "--no-isolation",
+        "--outdir",
+        str(dist),
         cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = dist.glob("spork_gateway-*.whl")
@@ -39,58 +38,32 @@ def test_wheel_installs_into_a_fresh_venv_and_init_renders_every_template(
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    own = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
+    own = processes.run(
+        str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"
     ).stdout.strip()
     borrowed = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (Path(own) / "borrowed-dependencies.pth").write_text("\n".join(sorted(borrowed)) + "\n")
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    install = processes.run(
+        str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel), timeout=300
     )
     assert install.returncode == 0, install.stdout + install.stderr
     work = tmp_path / "work"
     work.mkdir()
-    where = subprocess.run(
-        [str(python), "-c", "import spork_cli.scaffold as s; print(s.templates_dir())"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        check=True,
+    where = processes.run(
+        str(python), "-c", "import spork_cli.scaffold as s; print(s.templates_dir())", cwd=work
     )
     assert where.stdout.strip().startswith(str(env_dir)), where.stdout
     # Installed under the name users install it by ("spork-cli" on PyPI is another project).
-    named = subprocess.run(
-        [str(python), "-m", "pip", "show", "spork-gateway"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    named = processes.run(str(python), "-m", "pip", "show", "spork-gateway")
     assert named.returncode == 0 and "Location: " + str(env_dir) in named.stdout, named.stdout
     spork = env_dir / "bin" / "spork"
     for template in ("minimal", "full", "microservices"):
         target = work / template
-        made = subprocess.run(
-            [str(spork), "init", str(target), "--template", template],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        made = processes.run(
+            str(spork), "init", str(target), "--template", template, cwd=work, timeout=60
         )
         assert made.returncode == 0, made.stdout + made.stderr
-        checked = subprocess.run(
-            [str(spork), "check", str(target / "gateway.toml")],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        checked = processes.run(
+            str(spork), "check", str(target / "gateway.toml"), cwd=work, timeout=60
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr

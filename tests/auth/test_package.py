@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 from spork_cli.auth import KeyLoadError, TokenRejected, UnknownKeyId
 from spork_cli.errors import ConfigError, SporkError
+from tests.support import Processes
 
 
-def test_catching_auth_errors_imports_neither_pyjwt_nor_cryptography() -> None:
+def test_catching_auth_errors_imports_neither_pyjwt_nor_cryptography(
+    processes: Processes,
+) -> None:
     code = (
         "import sys\n"
         "from spork_cli.auth import TokenRejected, KeyLoadError\n"
         "heavy = {'jwt', 'cryptography', 'aiohttp', 'pydantic'}\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
-    )
+    result = processes.run(sys.executable, "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

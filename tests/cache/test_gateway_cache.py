@@ -35,12 +35,12 @@ AdminApi = Callable[[Client], Awaitable[Client]]
 KEY_SHAPE = r"^[0-9a-f]{16}:[0-9a-f]{16}$"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=[pytest.param("memory", id="memory"), pytest.param("redis_url", id="redis")])
 def state(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The [state] table of a test that must hold on both backends."""
     if request.param == "memory":
         return {}
-    return {"backend": "redis", "url": request.getfixturevalue("redis_url"), "timeout": "1s"}
+    return {"backend": "redis", "url": request.getfixturevalue(request.param), "timeout": "1s"}
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import aiohttp
 
 from spork_cli.state import limit_key
 from tests.conftest import StartSpork
-from tests.support.sentinel import RedisSentinel, keys_on
 from tests.support import SporkRunner, Upstream, free_ports, gateway_toml
+from tests.support.sentinel import RedisSentinel, keys_on
 
 LIMIT = 5
 RATE_LIMIT = f'rate_limit = {{ requests = {LIMIT}, per = "1m", key = ["header:X-Client"] }}'

@@ -166,7 +166,6 @@ async def warm_up(http: aiohttp.ClientSession, server: SporkServer) -> None:
 # --- 1 GiB each way ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 async def test_one_gib_upload_streams_through_in_flat_memory(
     bulk: Bulk, bulk_gateway: SporkServer, http: aiohttp.ClientSession
 ) -> None:
@@ -191,7 +190,6 @@ async def test_one_gib_upload_streams_through_in_flat_memory(
     assert elapsed < 60
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_one_gib_download_streams_through_in_flat_memory(
     bulk_gateway: SporkServer, http: aiohttp.ClientSession, chunked: bool

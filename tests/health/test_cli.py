@@ -21,6 +21,7 @@ from aiohttp import web
 from tests.health.conftest import StartTls, Svc, make_pki, write_config
 from tests.support import (
     LOOPBACK,
+    Processes,
     SporkRunner,
     Upstream,
     UpstreamFactory,
@@ -302,12 +303,18 @@ def test_no_services_is_nothing_unhealthy(tmp_path: Path, run_spork: SporkRunner
 
 
 async def test_watch_probes_again_each_refresh_until_interrupted(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, processes: Processes
 ) -> None:
     refused = refused_url()
     config = write_config(tmp_path / "g.toml", {"api": Svc([upstream.url, refused])})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spork_cli", "-c", str(config), "health", "--watch"],
+    proc = processes.start(
+        sys.executable,
+        "-m",
+        "spork_cli",
+        "-c",
+        str(config),
+        "health",
+        "--watch",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

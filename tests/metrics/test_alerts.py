@@ -4,10 +4,11 @@ series spork exposes (and stays quiet on healthy ones), proved with `promtool te
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support import Processes
 
 RULES = Path(__file__).resolve().parents[2] / "templates" / "full" / "monitoring" / "alerts.yml"
 
@@ -113,22 +114,16 @@ def promtool() -> str:
     return found
 
 
-def test_the_rules_pass_promtool_check(promtool: str) -> None:
-    result = subprocess.run(
-        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
-    )
+def test_the_rules_pass_promtool_check(promtool: str, processes: Processes) -> None:
+    result = processes.run(promtool, "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
 
 
-def test_each_alert_fires_on_its_condition_and_only_there(promtool: str, tmp_path: Path) -> None:
+def test_each_alert_fires_on_its_condition_and_only_there(
+    promtool: str, processes: Processes, tmp_path: Path
+) -> None:
     shutil.copy(RULES, tmp_path / "alerts.yml")
     (tmp_path / "alerts_test.yml").write_text(UNIT_TESTS)
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts_test.yml"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    result = processes.run(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

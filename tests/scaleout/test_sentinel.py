@@ -33,8 +33,8 @@ from tests.scaleout.fleet import (
     revoke_with_cli,
     start_fleet,
 )
-from tests.support.sentinel import DataServer, RedisSentinel, keys_on
 from tests.support import SporkRunner, SporkServer, Upstream, UpstreamFactory, eventually
+from tests.support.sentinel import DataServer, RedisSentinel, keys_on
 
 # The sentinels call a master down after 1 s, then agree, elect and promote: ~2-3 s.
 FAILOVER_DEADLINE = 15.0

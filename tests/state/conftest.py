@@ -14,7 +14,12 @@ from spork_cli.config.model import State
 from spork_cli.state import store_from_config
 from spork_cli.state.memory import MemoryStore
 
-BACKENDS = ["memory", "redis", "cluster"]
+# Parametrised by fixture name, which is how tests/conftest.py sees the processes they start.
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis_url", id="redis"),
+    pytest.param("redis_cluster_url", id="cluster"),
+]
 
 
 @dataclass
@@ -40,8 +45,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         store = MemoryStore(State(), clock=lambda: now[0])
     else:
-        fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
-        url = request.getfixturevalue(fixture)
+        url = request.getfixturevalue(request.param)
         # 256 connections: the concurrency tests send up to 200 calls at once, and the cluster
         # client refuses (rather than queues) calls beyond its pool. A generous timeout: that
         # many calls on two cores can queue for a while, and timing out is not what these
@@ -49,6 +53,6 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         store = store_from_config(State(backend="redis", url=url, timeout="3s", pool_size=256))
     await store.start()
     try:
-        yield Backend(request.param, store, now)
+        yield Backend(request.param.removesuffix("_url"), store, now)
     finally:
         await store.close()

@@ -10,20 +10,16 @@ import pytest
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
 from spork_cli.state import StateStore, store_from_config
+from tests.state.conftest import BACKENDS
 from tests.support import free_port
-
-BACKENDS = ["memory", "redis", "cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     if request.param == "memory":
         config = State()
-    elif request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        config = State(backend="redis", url=url, timeout="500ms")
     else:
-        url = request.getfixturevalue("redis_cluster_url")
+        url = request.getfixturevalue(request.param)
         config = State(backend="redis", url=url, timeout="500ms")
     store = store_from_config(config)
     await store.start()

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +32,6 @@ from tests.support import (
     RedisServer,
     eventually,
     free_port,
-    require_binary,
-    start_redis_server,
 )
 
 # Far below any connect timeout: a call to a stopped node must be refused, not time out.
@@ -601,27 +600,20 @@ async def test_a_redis_url_opens_a_standalone_link_on_its_database(
 
 
 async def test_a_unix_url_opens_a_standalone_link_over_the_socket(
-    tmp_path_factory: pytest.TempPathFactory,
+    own_server: Callable[..., RedisServer], socket_dir: Path
 ) -> None:
-    # A short directory of its own: a unix socket path must fit in 108 bytes.
-    workdir = tmp_path_factory.mktemp("unix")
-    sock = workdir / "r.sock"
-    server = start_redis_server(
-        require_binary("redis-server"), workdir, extra_args=("--unixsocket", str(sock))
-    )
+    sock = socket_dir / "r.sock"
+    server = own_server("--unixsocket", str(sock))
+    link = open_link(f"unix://{sock}?db=1", connect_timeout=5)
+    assert isinstance(link, Standalone)
     try:
-        link = open_link(f"unix://{sock}?db=1", connect_timeout=5)
-        assert isinstance(link, Standalone)
-        try:
-            await link.call("k", "SET", "k", "over unix")
-            info = await link.call("k", "CLIENT", "INFO")
-        finally:
-            await link.aclose()
-        assert b" laddr=" + str(sock).encode() in info and b" db=1 " in info
-        with server.client(db=1) as client:
-            assert client.get("k") == b"over unix"
+        await link.call("k", "SET", "k", "over unix")
+        info = await link.call("k", "CLIENT", "INFO")
     finally:
-        server.stop()
+        await link.aclose()
+    assert b" laddr=" + str(sock).encode() in info and b" db=1 " in info
+    with server.client(db=1) as client:
+        assert client.get("k") == b"over unix"
 
 
 async def test_a_cluster_url_with_two_nodes_skips_one_that_is_down(

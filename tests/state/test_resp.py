@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,7 @@ from tests.support import (
     RedisServer,
     eventually,
     free_port,
-    require_binary,
     self_signed_certificate,
-    start_redis_server,
 )
 
 needs_hiredis = pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis (extra `fast`) not installed")
@@ -58,25 +56,6 @@ async def client(redis_url: str, parser: str) -> AsyncIterator[RespClient]:
         yield resp
     finally:
         await resp.aclose()
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """`own_server(*extra_args)` starts a redis-server of the test's own; all stop afterwards."""
-    binary = require_binary("redis-server")
-    started: list[RedisServer] = []
-
-    def start(*extra_args: str) -> RedisServer:
-        workdir = tmp_path / f"redis-{len(started)}"
-        server = start_redis_server(binary, workdir, extra_args=extra_args)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 # -- replies -----------------------------------------------------------------------------------
@@ -545,9 +524,9 @@ async def test_select_db(client: RespClient, redis_url: str, redis_server: Redis
 
 
 async def test_unix_socket_with_db_and_password(
-    own_server: Callable[..., RedisServer], tmp_path: Path
+    own_server: Callable[..., RedisServer], socket_dir: Path
 ) -> None:
-    socket = tmp_path / "redis.sock"
+    socket = socket_dir / "redis.sock"
     server = own_server("--unixsocket", str(socket), "--unixsocketperm", "700")
     require_password(server, "pw")
     url = f"unix://{socket}?db=2&password=pw"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_BUS_OFFSET = 10000
@@ -109,3 +113,29 @@ def tcp_sockets() -> list[tuple[int, int, str, int]]:
                  state, int(inode))
             )  # fmt: skip
     return rows
+
+
+# Machine-wide, not per run: two runs on one machine (or two xdist workers) share its ports.
+FIXED_PORTS_LOCK = Path(tempfile.gettempdir()) / "spork-tests-fixed-ports.lock"
+
+
+@contextlib.contextmanager
+def hold_fixed_ports(timeout: float = 90.0) -> Iterator[None]:
+    """Take turns with every other test process on the machine for the fixed ports the
+    README's examples name (8080, 9901, 9100); raise TimeoutError after ``timeout``."""
+    with FIXED_PORTS_LOCK.open("a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"another test process held {FIXED_PORTS_LOCK} for {timeout}s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
