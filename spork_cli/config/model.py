@@ -264,13 +264,15 @@ class Cors(Model):
 
 
 class SecurityHeaders(Model):
-    """Security headers on every response, errors included; the gateway's value wins."""
+    """Security headers on every response, errors included: presets fill in, explicit keys win."""
 
     preset: Literal["default", "strict", "off"] = Field(
         "default",
         description=(
-            "Baseline set of headers: `default`, `strict` (adds a deny-all CSP) or `off`; the "
-            "keys below override it."
+            "Baseline set of headers: `default`, `strict` (adds a deny-all CSP) or `off`. A "
+            "preset's header is added only where the upstream sent none of that name (its "
+            "`X-Frame-Options: DENY` stays); the keys below override the preset and replace "
+            "the upstream's value (so does `hsts_max_age` when set)."
         ),
     )
     hsts_max_age: Duration = Field(

@@ -166,8 +166,7 @@ async def edge_headers(request: web.Request, response: web.StreamResponse) -> No
     except KeyError:  # dispatch sets it first thing: aiohttp answered by itself
         _as_problem(request, response)
         return
-    if security:
-        headers.update(security)
+    security.apply(headers)
     if cors is not None:
         cors.apply(headers)
 

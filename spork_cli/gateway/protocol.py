@@ -15,11 +15,11 @@ from yarl import URL
 from spork_cli.gateway.app import TABLE
 from spork_cli.middleware.errors import problem_response
 from spork_cli.middleware.request_id import request_id
-from spork_cli.middleware.security import Pairs
+from spork_cli.middleware.security import NO_PAIRS, Pairs
 
 
 def no_headers() -> Pairs:
-    return ()
+    return NO_PAIRS
 
 
 class ProblemRequestHandler(RequestHandler):

@@ -1,4 +1,4 @@
-"""Security headers on every response, compiled once per config into header tuples.
+"""Security headers on every response, compiled once per config into header pairs.
 
 Presets: ``default`` sends ``X-Content-Type-Options: nosniff``, ``X-Frame-Options:
 SAMEORIGIN``, ``Referrer-Policy: strict-origin-when-cross-origin`` and HSTS; ``strict`` also a
@@ -8,9 +8,12 @@ no-referrer``, a ``Permissions-Policy`` that turns off device APIs, and HSTS wit
 preset; an empty string (in a key or in ``extra``) drops the preset's header. A route's
 ``[routes.security_headers]`` replaces the global table as a whole.
 
-The gateway's value wins: a header it is configured to send replaces the upstream's, as Kong's
-and Traefik's header plugins do, so the policy in gateway.toml is what clients get. Headers it
-does not send pass through untouched.
+A preset's header is a default, like nginx's ``add_header`` beside an upstream that sets its
+own or Traefik's headers middleware: it is added only when the upstream did not send that
+header, so an upstream's ``X-Frame-Options: DENY`` is never weakened to ``SAMEORIGIN``. A
+header set explicitly (a per-header key, ``extra``, or ``hsts_max_age`` when written in the
+file) is policy: it replaces the upstream's value, so what gateway.toml says is what clients
+get. Headers the gateway does not send pass through untouched.
 
 HSTS (``Strict-Transport-Security``, from ``hsts_max_age`` or set whole in ``extra``) goes only
 on requests that arrived over HTTPS: TLS at this listener, or ``X-Forwarded-Proto: https`` from
@@ -20,16 +23,43 @@ must not be able to turn it on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from multidict import CIMultiDict
+
     from spork_cli.config.model import SecurityHeaders
     from spork_cli.gateway.forwarding import Forwarding
 
-Pairs = tuple[tuple[str, str], ...]
+
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """The security headers of one answer: ``keep`` (a preset's) only where the answer has no
+    header of that name, ``force`` (set explicitly) replacing whatever it has. Iterating gives
+    every pair, which is what an answer the gateway makes itself (a problem) gets."""
+
+    keep: tuple[tuple[str, str], ...] = ()
+    force: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.keep or self.force)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        yield from self.keep
+        yield from self.force
+
+    def apply(self, headers: CIMultiDict[str]) -> None:
+        for name, value in self.keep:
+            headers.setdefault(name, value)
+        if self.force:
+            headers.update(self.force)
+
+
+NO_PAIRS = Pairs()
 
 HSTS = "Strict-Transport-Security"
 PRESETS: dict[str, dict[str, str]] = {
@@ -76,26 +106,32 @@ class HeaderSet:
 
 
 def compile_headers(config: SecurityHeaders) -> HeaderSet:
-    # Keyed by lower-cased name: `extra` may override a preset header in any spelling.
-    chosen = {name.lower(): (name, value) for name, value in PRESETS[config.preset].items()}
-    hsts: str | None = None
-    if config.preset != "off" or "hsts_max_age" in config.model_fields_set:
-        hsts = f"max-age={int(config.hsts_max_age)}"
-        if SUBDOMAINS[config.preset]:
-            hsts += "; includeSubDomains"
+    # Keyed by lower-cased name: `extra` may override a preset header in any spelling. The
+    # flag says whether the value was set explicitly (and so replaces the upstream's).
+    chosen = {name.lower(): (name, value, False) for name, value in PRESETS[config.preset].items()}
+    hsts: tuple[str, bool] | None = None
+    explicit_age = "hsts_max_age" in config.model_fields_set
+    if config.preset != "off" or explicit_age:
+        age = f"max-age={int(config.hsts_max_age)}"
+        hsts = (age + "; includeSubDomains" if SUBDOMAINS[config.preset] else age, explicit_age)
     for key, name in OVERRIDES:
         value = getattr(config, key)
         if value is not None:
-            chosen[name.lower()] = (name, value)
+            chosen[name.lower()] = (name, value, True)
     for name, value in config.extra.items():
         if name.lower() == HSTS.lower():
-            hsts = value
+            hsts = (value, True)
         else:
-            chosen[name.lower()] = (name, value)
-    plain = tuple(pair for pair in chosen.values() if pair[1])
-    if not hsts:
+            chosen[name.lower()] = (name, value, True)
+    kept = tuple((n, v) for n, v, explicit in chosen.values() if v and not explicit)
+    forced = tuple((n, v) for n, v, explicit in chosen.values() if v and explicit)
+    plain = Pairs(kept, forced)
+    if hsts is None or not hsts[0]:
         return HeaderSet(plain, plain)
-    return HeaderSet(plain, (*plain, (HSTS, hsts)))
+    value, explicit = hsts
+    if explicit:
+        return HeaderSet(plain, Pairs(kept, (*forced, (HSTS, value))))
+    return HeaderSet(plain, Pairs((*kept, (HSTS, value)), forced))
 
 
 def arrived_over_https(request: web.Request, forwarding: Forwarding) -> bool:

@@ -1,5 +1,6 @@
-"""Security headers through the gateway: presets and overrides, the gateway's value over the
-upstream's, every kind of answer (proxied, streamed, 404, 502, denied), HSTS only over HTTPS."""
+"""Security headers through the gateway: presets and overrides, a preset beside the upstream's
+value and an explicit one over it, every kind of answer (proxied, streamed, 404, 502,
+denied), HSTS only over HTTPS."""
 
 from __future__ import annotations
 
@@ -84,18 +85,36 @@ async def test_502_problem_gets_the_route_headers(gateway: Gateway) -> None:
     assert body["type"] == "urn:spork:problem:upstream-unreachable"
 
 
-async def test_gateway_value_replaces_the_upstream_one(gateway: Gateway, backend: Backend) -> None:
+async def test_a_preset_header_never_replaces_the_upstream_one(
+    gateway: Gateway, backend: Backend
+) -> None:
     client = await gateway(edge_config(backend.url))
+    query = "?h=X-Frame-Options:DENY&h=Referrer-Policy:no-referrer&h=X-Own:kept"
+    async with client.get("/x" + query) as response:
+        assert response.status == 200
+        found = security(response.headers)
+        assert response.headers["X-Own"] == "kept"
+    # The upstream's stricter values stay; the preset fills in only what it did not send.
+    assert found == {**DEFAULT, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+
+
+async def test_an_explicit_header_replaces_the_upstream_one(
+    gateway: Gateway, backend: Backend
+) -> None:
+    section = {
+        "frame_options": "SAMEORIGIN",
+        "extra": {"Cross-Origin-Opener-Policy": "same-origin"},
+    }
+    client = await gateway(edge_config(backend.url, security_headers=section))
     query = (
-        "?h=X-Frame-Options:ALLOWALL&h=Referrer-Policy:unsafe-url"
-        "&h=Content-Security-Policy:default-src%20'self'&h=X-Own:kept"
+        "?h=X-Frame-Options:ALLOWALL&h=Cross-Origin-Opener-Policy:unsafe-none"
+        "&h=Referrer-Policy:unsafe-url"
     )
     async with client.get("/x" + query) as response:
         assert response.status == 200
         found = security(response.headers)
-    # What the gateway sends wins; what it does not send (no CSP in `default`) passes through.
-    assert found == {**DEFAULT, "Content-Security-Policy": "default-src 'self'"}
-    assert response.headers["X-Own"] == "kept"
+        assert response.headers.getall("Cross-Origin-Opener-Policy") == ["same-origin"]
+    assert found == {**DEFAULT, "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "unsafe-url"}
 
 
 async def test_strict_preset(gateway: Gateway, backend: Backend) -> None:
