@@ -99,7 +99,7 @@ def test_pre_commit_try_repo_fails_on_the_broken_config_only(
     output = failed.stdout + failed.stderr
     assert failed.returncode == 1, output
     assert "broken/gateway.toml:8:1" in output, output
-    assert "unknown key" in output or "strip_prefx" in output, output
+    assert "unknown key 'strip_prefx'" in output, output
     assert "pyproject.toml" not in output.replace(".pre-commit", ""), output
 
     (project / "broken" / "gateway.toml").write_text(GOOD)

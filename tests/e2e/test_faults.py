@@ -137,7 +137,8 @@ async def test_malformed_requests_get_problem_json_with_security_headers_and_the
         head, _, body = answer.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         assert 400 <= status < 500, answer[:200]
-        assert b"application/problem+json" in head.lower() or not body, answer[:300]
+        assert b"content-type: application/problem+json" in head.lower(), answer[:300]
+        assert orjson.loads(body)["status"] == status, answer[:300]
         # The repo's config keeps the default security-header preset.
         assert b"\r\nx-content-type-options: nosniff" in head.lower(), head
         assert b"\r\nx-request-id: " in head.lower(), head
