@@ -12,6 +12,12 @@ from urllib.parse import urlsplit
 from spork_cli.config.diagnostics import Diagnostic
 from spork_cli.config.load import Loaded, _did_you_mean
 from spork_cli.config.model import GatewayConfig
+from spork_cli.headers import (
+    DEFAULT_IDENTITY_HEADERS,
+    FRAMING,
+    PROTECTED_RESPONSE,
+    protected_request,
+)
 
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -525,6 +531,43 @@ def _server(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
             )
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_edits(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    """``[routes.request_headers]`` / ``[routes.response_headers]``: names an edit may not
+    take (the gateway sets them, or they frame the message) and values HTTP forbids."""
+    auth = config.auth
+    identity = (auth.forward_claims if auth is not None else DEFAULT_IDENTITY_HEADERS).values()
+    for i, route in enumerate(config.routes):
+        for table, protected in (
+            ("request_headers", protected_request(identity)),
+            ("response_headers", PROTECTED_RESPONSE),
+        ):
+            edit = getattr(route, table)
+            for name, value in edit.set.items():
+                where = ("routes", i, table, "set", name)
+                if name.lower() in protected:
+                    yield loaded.diag(
+                        where,
+                        "protected-header",
+                        f"{name} cannot be set here: the gateway sets it itself",
+                        hint="identity, forwarding and framing headers are the gateway's",
+                        at="key",
+                    )
+                elif _CONTROL.search(value):
+                    yield loaded.diag(
+                        where, "invalid-value", f"the value of {name} holds a control character"
+                    )
+            for j, name in enumerate(edit.remove):
+                if name.lower() in FRAMING:
+                    yield loaded.diag(
+                        ("routes", i, table, "remove", j),
+                        "protected-header",
+                        f"{name} frames the message and cannot be removed",
+                    )
+
+
 CHECKS: tuple[Check, ...] = (
     _server,
     _state,
@@ -534,6 +577,7 @@ CHECKS: tuple[Check, ...] = (
     _schemas,
     _thresholds,
     _regexes,
+    _header_edits,
 )
 
 

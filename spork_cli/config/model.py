@@ -341,8 +341,7 @@ class DenyRule(Model):
     path: str | None = Field(
         None,
         description=(
-            "Regex searched in the canonical path (the one routes match: `/%2Egit` is "
-            "`/.git`)."
+            "Regex searched in the canonical path (the one routes match: `/%2Egit` is `/.git`)."
         ),
         examples=[r"/\.(git|env)(/|$)"],
     )
@@ -525,9 +524,15 @@ class HeaderEdit(Model):
     """Headers to set and to remove."""
 
     set: dict[HeaderName, str] = Field(
-        default_factory=dict, description="Headers to set, replacing any present."
+        default_factory=dict,
+        description="Headers to set, replacing any of that name.",
+        examples=[{"X-Env": "dev"}],
     )
-    remove: list[HeaderName] = Field(default_factory=list, description="Headers to drop.")
+    remove: list[HeaderName] = Field(
+        default_factory=list,
+        description="Headers to drop, in any spelling of their name.",
+        examples=[["Cookie", "X-Powered-By"]],
+    )
 
 
 class Route(Model):
@@ -541,7 +546,7 @@ class Route(Model):
             "other escapes upper-cased, dot segments (`.`, `..`, `%2e`) resolved, runs of "
             "slashes merged (`server.merge_slashes`), also when the target is a full URL. "
             "What servers read differently is refused (400): `%2F` and `%5C` (unless "
-            "`server.encoded_slashes = \"keep\"`), a backslash, a raw `#`, `%00` and other "
+            '`server.encoded_slashes = "keep"`), a backslash, a raw `#`, `%00` and other '
             "control characters, a `%` that starts no escape, and dots such as `..;`."
         ),
         examples=["/api/users"],
@@ -594,8 +599,23 @@ class Route(Model):
     security_headers: SecurityHeaders | None = Field(
         None, description="Replaces the global `[security_headers]`."
     )
-    request_headers: HeaderEdit = Field(default_factory=HeaderEdit)
-    response_headers: HeaderEdit = Field(default_factory=HeaderEdit)
+    request_headers: HeaderEdit = Field(
+        default_factory=HeaderEdit,
+        description=(
+            "Edits of the request sent upstream, after the client's hop-by-hop and spoofable "
+            "headers are dropped: `remove` first, then `set`. The identity headers of "
+            "`auth.forward_claims`, `Host`, `X-Forwarded-*`, `Forwarded`, `X-Request-ID`, "
+            "`traceparent` and framing headers cannot be set."
+        ),
+    )
+    response_headers: HeaderEdit = Field(
+        default_factory=HeaderEdit,
+        description=(
+            "Edits of every answer of this route (relayed, streamed, from the cache, or the "
+            "gateway's own problems), made last, after the security headers and CORS: "
+            "`remove` first, then `set`. Framing headers and `X-Request-ID` cannot be set."
+        ),
+    )
 
     @property
     def route_id(self) -> str:

@@ -17,6 +17,7 @@ from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.canonical import BadPath, canonical_target
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
+from spork_cli.gateway.header_edits import HeaderEdits
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
@@ -54,6 +55,8 @@ TABLE = web.AppKey("spork.table", TableHolder)
 # The security headers and CORS answer of this request's response: dispatch decides them, the
 # prepare hook applies them (also to streamed answers, which the proxy prepares itself).
 EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("spork.edge")
+# The route's [routes.response_headers], applied last by the same hook.
+RESPONSE_EDITS = web.RequestKey("spork.response_edits", HeaderEdits)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -95,12 +98,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             request[EDGE_HEADERS] = (headers[0], None)  # a refused request gets no CORS answer
             edge.deny.check(request)
         request[EDGE_HEADERS] = headers
+        if route is not None and route.response_edits is not None:
+            request[RESPONSE_EDITS] = route.response_edits
         if refused is not None:
             raise HTTPProblem(400, refused.slug, str(refused))
         if request.method == "OPTIONS" and PREFLIGHT in request.headers:
             answered = edge.preflight(table, request, route)
             if answered is not None:
                 route, response = answered
+                if route.response_edits is not None:
+                    request[RESPONSE_EDITS] = route.response_edits
                 # The answer carries its own CORS headers; those of actual requests stay off.
                 request[EDGE_HEADERS] = (edge.security_of(request, route), None)
         if response is None:
@@ -154,11 +161,14 @@ async def _resolved(request: web.Request, path: str) -> web.StreamResponse:
         # edge headers from there.
         if EDGE_HEADERS in resolved:
             request[EDGE_HEADERS] = resolved[EDGE_HEADERS]
+        if RESPONSE_EDITS in resolved:
+            request[RESPONSE_EDITS] = resolved[RESPONSE_EDITS]
 
 
 async def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Right before any answer's head is sent (streamed ones included, which the proxy
-    prepares itself): ``Server`` without a version, security headers, CORS."""
+    prepares itself): ``Server`` without a version, security headers, CORS, and last the
+    route's ``response_headers`` edits."""
     headers = response.headers
     headers["Server"] = SERVER
     try:
@@ -169,6 +179,9 @@ async def edge_headers(request: web.Request, response: web.StreamResponse) -> No
     security.apply(headers)
     if cors is not None:
         cors.apply(headers)
+    edits = request.get(RESPONSE_EDITS)
+    if edits is not None:
+        edits.apply(headers)
 
 
 _OWN_ANSWERS = {

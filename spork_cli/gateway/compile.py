@@ -18,9 +18,11 @@ from aiohttp import ClientTimeout, web
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, StateError
 from spork_cli.gateway.forwarding import Forwarding
+from spork_cli.gateway.header_edits import compile_edits
 from spork_cli.gateway.proxy import forward
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.gateway.upstream import ServicePool
+from spork_cli.headers import DEFAULT_IDENTITY_HEADERS, PROTECTED_RESPONSE, protected_request
 from spork_cli.middleware import Middleware, chain
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer, CorsPolicy
 from spork_cli.middleware.deny import DenyRules, deny_rules
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
     from spork_cli.state.outage import StateOutage
 
 log = structlog.get_logger("spork.gateway")
-
-DEFAULT_IDENTITY_HEADERS = {"sub": "X-User-Id", "roles": "X-User-Roles"}
 
 
 @dataclass
@@ -148,6 +148,8 @@ async def compile_table(
             await jwks.close()
         raise
     routes: list[CompiledRoute] = []
+    identity = (auth.forward_claims if auth is not None else DEFAULT_IDENTITY_HEADERS).values()
+    protected = protected_request(identity)
     for index, route in enumerate(config.routes):
         pool = pools[route.service]
         compiled = CompiledRoute(
@@ -166,6 +168,8 @@ async def compile_table(
                 sock_connect=pool.config.connect_timeout,
                 sock_read=route.timeout or pool.config.timeout,
             ),
+            request_edits=compile_edits(route.request_headers, protected),
+            response_edits=compile_edits(route.response_headers, PROTECTED_RESPONSE),
         )
         validator = validators[route.body_schema] if route.body_schema else None
         compiled.handler = chain(

@@ -131,9 +131,7 @@ async def _send(
         tried.append(endpoint)
         request[ENDPOINT] = endpoint.url
         last = attempt == attempts - 1
-        headers = route.forwarding.upstream_headers(
-            request, endpoint, service.preserve_host, keep_length=not replayable
-        )
+        headers = route.upstream_headers(request, endpoint, keep_length=not replayable)
         pool.acquire(endpoint)
         keep = False
         started = time.perf_counter()

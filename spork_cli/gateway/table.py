@@ -1,6 +1,7 @@
 """Compile a GatewayConfig into an immutable RouteTable, and match requests against it.
 
-Matching is on the raw (percent-encoded) path, on segment boundaries: the prefix ``/api``
+Matching is on the canonical path (see `spork_cli.gateway.canonical`: the form the upstream is
+sent too), on segment boundaries: the prefix ``/api``
 matches ``/api`` and ``/api/x`` but not ``/apix``; ``/api/`` matches ``/api/x`` only. The
 longest matching prefix that allows the method wins; among routes with the same prefix, the
 first in the file. A path that some route matches but no route allows the method of gets 405.
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
     from spork_cli.config.model import GatewayConfig, Route
+    from spork_cli.gateway.balancer import EndpointState
     from spork_cli.gateway.forwarding import Forwarding
+    from spork_cli.gateway.header_edits import HeaderEdits
     from spork_cli.gateway.upstream import ServicePool
 
 Handler = Callable[["web.Request"], Any]
@@ -42,9 +45,23 @@ class CompiledRoute:
     request_timeout: float
     idle_timeout: float  # the service (or route) timeout: longest silence from the upstream
     handler: Handler = field(repr=False, default=None)  # type: ignore[assignment]
+    # [routes.request_headers] / [routes.response_headers]; None when the table is empty.
+    request_edits: HeaderEdits | None = None
+    response_edits: HeaderEdits | None = None
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
+
+    def upstream_headers(
+        self, request: web.Request, endpoint: EndpointState, keep_length: bool = False
+    ) -> list[tuple[str, str]]:
+        """The headers of the request to ``endpoint``: `Forwarding.upstream_headers`, then the
+        route's ``request_headers`` edits."""
+        headers = self.forwarding.upstream_headers(
+            request, endpoint, self.pool.config.preserve_host, keep_length=keep_length
+        )
+        edits = self.request_edits
+        return headers if edits is None else edits.request_items(headers)
 
 
 @dataclass(frozen=True)
@@ -136,53 +153,6 @@ def _candidates(path: str) -> list[str]:
     if "/" not in out:
         out.append("/")
     return out
-
-
-def has_dot_segments(raw_path: str) -> bool:
-    """Whether ``remove_dot_segments`` may change ``raw_path`` or refuse it. Cheap: it runs on
-    every request (the query may give a false alarm, which costs a needless resolve only)."""
-    return "/." in raw_path or ".." in raw_path or "%2e" in raw_path or "%2E" in raw_path
-
-
-class AmbiguousPath(ValueError):
-    """Dots that servers read in different ways; see `remove_dot_segments`."""
-
-
-_SEPARATORS = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
-
-
-def remove_dot_segments(raw_path: str) -> str:
-    """RFC 3986 5.2.4 on a raw path (its query kept as it is), ``%2e`` counted as a dot.
-
-    Routing and the upstream must see one path: `/open/../admin` matched by the `/open`
-    route and then resolved by the upstream to `/admin` would pass by whatever guards
-    `/admin`. Other escapes, `%2F` among them, are left encoded. Dots that upstreams read in
-    different ways raise AmbiguousPath: with parameters (`..;x`, which Java servers take for
-    `..`) or beside an encoded slash or backslash (`..%2F`, which some decode first).
-    """
-    path, mark, query = raw_path.partition("?")
-    parts = path.split("/")[1:]
-    kept: list[str] = []
-    for index, segment in enumerate(parts):
-        dots = segment.lower().replace("%2e", ".")
-        if dots == "." or dots == "..":
-            if dots == ".." and kept:
-                kept.pop()
-            if index == len(parts) - 1:
-                kept.append("")  # "/a/b/.." is "/a/": the last segment is a directory
-            continue
-        if "." in dots:
-            pieces = _SEPARATORS.split(dots)
-            if any(piece.split(";", 1)[0] in (".", "..") for piece in pieces):
-                raise AmbiguousPath(
-                    f"the path segment {segment[:60]!r} is a dot segment to some servers"
-                )
-        kept.append(segment)
-    resolved = "/" + "/".join(kept)
-    if resolved.startswith("//"):
-        # "/a/..//b" resolves to "//b", which reads as a host name: one slash leads.
-        resolved = "/" + resolved.lstrip("/")
-    return resolved + mark + query
 
 
 def strip(route: CompiledRoute, raw_path: str) -> str:

@@ -38,7 +38,7 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
     request[ENDPOINT] = endpoint.url
     headers = CIMultiDict(
         (k, v)
-        for k, v in route.forwarding.upstream_headers(request, endpoint, pool.config.preserve_host)
+        for k, v in route.upstream_headers(request, endpoint)
         if k.lower() not in _SKIP
     )
     require_utf8(headers.items())

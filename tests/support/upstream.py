@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +61,10 @@ class Upstream:
     """A real HTTP server on loopback that echoes each request back as JSON.
 
     Routes: `/health` answers `{"status": "ok"}`; `/status/{code}` answers with that status;
-    `/slow?ms=N` waits N ms first; everything else echoes. Every request is recorded in
-    `requests` and answered with an `X-Upstream: <name>` header.
+    `/slow?ms=N` waits N ms first; `/stream` sends the echo chunked, in pieces; everything
+    else echoes. Every request is recorded in `requests` and answered with an
+    `X-Upstream: <name>` header, plus one header for each `respond-header=Name:Value` in the
+    query.
 
     The echo body has `upstream` (this server's name), `method`, `raw_path` (as received,
     query included), `path` (still percent-encoded), `query` (raw), `headers` (lower-case
@@ -99,6 +102,7 @@ class Upstream:
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/status/{code:[0-9]{3}}", self._status)
         app.router.add_route("*", "/slow", self._slow)
+        app.router.add_route("*", "/stream", self._stream)
         app.router.add_route("*", "/{tail:(?s:.*)}", self._echo)  # control characters too
         return app
 
@@ -113,8 +117,18 @@ class Upstream:
         self.requests.append(recorded)
         request[RECORDED] = recorded
         response: web.StreamResponse = await handler(request)
-        response.headers["X-Upstream"] = self.name
+        if not response.prepared:
+            response.headers.extend(self._asked_headers(request))
+            response.headers["X-Upstream"] = self.name
         return response
+
+    @staticmethod
+    def _asked_headers(request: web.Request) -> list[tuple[str, str]]:
+        asked = []
+        for spec in request.query.getall("respond-header", ()):
+            name, _, value = spec.partition(":")
+            asked.append((name, value.strip()))
+        return asked
 
     def _echo_payload(self, request: web.Request) -> dict[str, Any]:
         recorded = request[RECORDED]
@@ -134,6 +148,18 @@ class Upstream:
 
     async def _echo(self, request: web.Request) -> web.Response:
         return web.json_response(self._echo_payload(request))
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.headers.extend(self._asked_headers(request))
+        response.headers["X-Upstream"] = self.name
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        body = json.dumps(self._echo_payload(request)).encode()
+        for start in range(0, len(body), 16):
+            await response.write(body[start : start + 16])
+        await response.write_eof()
+        return response
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
