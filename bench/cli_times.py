@@ -1,6 +1,6 @@
 """Whole-process wall times of the command-line tool: `spork --help`, `spork check` on a
-500-route config, `spork token mint`, and `spork serve` from launch to its first proxied
-answer."""
+500-route config, `spork routes` on the repo's gateway.toml, `spork token mint`, and
+`spork serve` from launch to its first proxied answer."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import time
 
 from check import config as check_config
 from check import timed
-from harness import HOST, Processes, free_port
+from harness import HOST, ROOT, Processes, free_port
 from targets import SECRET, spork_conf
 
+ROUTES = "spork routes (the repo's gateway.toml)"
 REQUEST = b"GET /api/users/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
@@ -50,6 +51,11 @@ def serve_times(procs: Processes, spork: list[str], upstream: int, runs: int) ->
     return times
 
 
+def routes_times(spork: list[str], runs: int) -> list[float]:
+    """`spork routes -c gateway.toml` on the repo's own config: the compiled route table."""
+    return timed([*spork, "routes", "-c", str(ROOT / "gateway.toml")], runs)
+
+
 def cli_times(
     procs: Processes, spork: list[str], upstream: int, runs: int
 ) -> list[tuple[str, list[float]]]:
@@ -61,6 +67,7 @@ def cli_times(
     return [
         ("spork --help", timed([*spork, "--help"], runs)),
         ("spork check (500 routes)", timed([*spork, "check", str(routes)], runs)),
+        (ROUTES, routes_times(spork, runs)),
         (
             "spork token mint (HS256)",
             timed([*spork, "-c", str(minting), "token", "mint", "--sub", "bench"], runs),

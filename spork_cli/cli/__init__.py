@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from spork_cli import __version__
 from spork_cli.cli import cache, check, edit, health, init, schema, serve, state, token
+from spork_cli.cli.params import ConfigOption, Group
 from spork_cli.errors import SporkError
-
-DEFAULT_CONFIG = "gateway.toml"
 
 app = typer.Typer(
     name="spork",
+    cls=Group,
     help="A local development API gateway, and the tools to configure, check and inspect it.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -33,28 +31,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "-c",
-            "--config",
-            help="gateway.toml to use (default: $SPORK_CONFIG or ./gateway.toml).",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOption = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    ctx.obj = config_path(config)
-
-
-def config_path(option: Path | None) -> Path:
-    if option is not None:
-        return option
-    return Path(os.environ.get("SPORK_CONFIG") or DEFAULT_CONFIG)
+    """Commands find -c among their parents' parameters (see cli.params.config_file)."""
 
 
 init.register(app)

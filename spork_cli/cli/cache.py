@@ -7,13 +7,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from spork_cli.cli.state import _admin_call, _config, _on_store, _show
+from spork_cli.cli.params import (
+    Command,
+    ConfigOption,
+    Group,
+    JsonOption,
+    WatchOption,
+    config_file,
+)
+from spork_cli.cli.params import load as _config
+from spork_cli.cli.state import _admin_call, _on_store, _show
 from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig
 
-cache_app = typer.Typer(help="The response cache: hit counts, or purge entries.")
+cache_app = typer.Typer(cls=Group, help="The response cache: hit counts, or purge entries.")
 
 
 def register(app: typer.Typer) -> None:
@@ -21,41 +30,49 @@ def register(app: typer.Typer) -> None:
 
 
 RouteArg = Annotated[
-    str | None, typer.Argument(help="A cached route (name or path); all when omitted.")
+    str | None,
+    typer.Argument(metavar="ROUTE", help="A cached route (name or path); all when omitted."),
 ]
 
 
-@cache_app.command("stats")
+@cache_app.command("stats", cls=Command)
 def stats(
     ctx: typer.Context,
     route: RouteArg = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    as_json: JsonOption = False,
+    watch: WatchOption = False,
+    config_option: ConfigOption = None,
 ) -> None:
     """Per cached route: entries held, lookups that hit and missed, entries stored."""
     import asyncio
 
-    config = _config(ctx.obj)
+    config = _config(config_file(ctx, config_option))
     _known(config, route)
     _show(lambda: asyncio.run(_stats(config, route)), _table, as_json, watch)
 
 
-@cache_app.command("purge")
+@cache_app.command("purge", cls=Command)
 def purge(
     ctx: typer.Context,
     route: RouteArg = None,
     path: Annotated[
         str | None,
-        typer.Option("--path", help="Only this request path (with its query): all its variants."),
+        typer.Option(
+            "--path",
+            metavar="/PATH?QUERY",
+            help="Only this request path (with its query): all its variants.",
+        ),
     ] = None,
     key: Annotated[
-        str | None, typer.Option("--key", help="Only this entry (a response's X-Cache-Key).")
+        str | None,
+        typer.Option("--key", metavar="KEY", help="Only this entry (a response's X-Cache-Key)."),
     ] = None,
+    config_option: ConfigOption = None,
 ) -> None:
     """Delete cached responses: all of them, a route's, one path's or one entry."""
     import asyncio
 
-    config = _config(ctx.obj)
+    config = _config(config_file(ctx, config_option))
     _known(config, route)
     if path is not None and not path.startswith("/"):
         raise UsageError(f"--path must start with '/': {path!r}")
@@ -79,14 +96,11 @@ def _known(config: GatewayConfig, route: str | None) -> None:
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
+    from spork_cli.cli.tables import Rows
 
-    table = Table(box=None, header_style="bold")
-    for column in ("route", "ttl", "entries", "hits", "misses", "hit ratio", "stores"):
-        table.add_column(column)
-    for row in rows:
+    def cells(row: dict[str, Any]) -> tuple[str, ...]:
         ratio = row.get("hit_ratio")
-        table.add_row(
+        return (
             str(row["route"]),
             f"{row['ttl']:g}s",
             str(row["entries"]),
@@ -95,7 +109,9 @@ def _table(rows: list[dict[str, Any]]) -> Any:
             "-" if ratio is None else f"{ratio:.0%}",
             str(row["stores"]),
         )
-    return table
+
+    columns = ("route", "ttl", "entries", "hits", "misses", "hit ratio", "stores")
+    return Rows(columns, (cells(row) for row in rows))
 
 
 async def _stats(config: GatewayConfig, route: str | None) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from spork_cli.cli.params import Command, ConfigOption, config_file
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -23,25 +25,39 @@ class Format(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("check")
+    @app.command("check", cls=Command)
     def check(
         ctx: typer.Context,
         files: Annotated[
             list[Path] | None,
             typer.Argument(
-                help="Files to check (default: the -c/--config file).", show_default=False
+                metavar="FILE",
+                help="Files to check (default: the -c/--config file).",
+                show_default=False,
             ),
         ] = None,
         format: Annotated[
-            Format, typer.Option("--format", "-f", help="Output format.")
-        ] = Format.text,
+            Format | None,
+            typer.Option(
+                "--format",
+                "-f",
+                metavar="text|json|github",
+                help="Output format (default: text).",
+                show_default=False,
+            ),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
         strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+        config: ConfigOption = None,
     ) -> None:
         """Validate gateway.toml files: schema and semantic checks, offline."""
         from spork_cli.config.lint import check_file
         from spork_cli.errors import UsageError
 
-        targets = files or [ctx.obj]
+        if as_json and format not in (None, Format.json):
+            raise UsageError(f"--json and --format {format} ask for two formats; pass one")
+        chosen = Format.json if as_json else format or Format.text
+        targets = files or [config_file(ctx, config)]
         results: list[Loaded] = []
         unreadable: list[str] = []
         for file in targets:
@@ -50,9 +66,9 @@ def register(app: typer.Typer) -> None:
             except UsageError as exc:
                 unreadable.append(str(exc))
         diagnostics = [d for r in results for d in r.diagnostics]
-        if format is Format.json:
+        if chosen is Format.json:
             typer.echo(json.dumps([d.as_dict() for d in diagnostics], indent=2))
-        elif format is Format.github:
+        elif chosen is Format.github:
             for d in diagnostics:
                 typer.echo(github_annotation(d))
         else:

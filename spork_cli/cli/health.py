@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from spork_cli.cli.params import Command, ConfigOption, JsonOption, config_file, load_to_run
 from spork_cli.cli.state import _show
 from spork_cli.errors import UsageError
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("health")(health)
+    app.command("health", cls=Command)(health)
 
 
 def health(
@@ -27,7 +28,7 @@ def health(
             metavar="SERVICE", help="Services to check (default: all).", show_default=False
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
     watch: Annotated[
         bool, typer.Option("--watch", help="Check again every second until Ctrl-C.")
     ] = False,
@@ -35,11 +36,12 @@ def health(
         str | None,
         typer.Option(
             "--timeout",
-            metavar="T",
+            metavar="DURATION",
             help="Override every check's timeout: seconds, or a duration such as 500ms.",
             show_default=False,
         ),
     ] = None,
+    config_option: ConfigOption = None,
 ) -> None:
     r"""Probe every endpoint of each service (all at once) with its \[services.health] check:
     GET its path, healthy when the status is an expected one, within its timeout.
@@ -54,8 +56,10 @@ def health(
     from spork_cli.health import check_services
 
     limit = _timeout(timeout) if timeout is not None else None
-    config = _load(ctx.obj)
-    chosen = _select(config, services or [], ctx.obj)
+    path = config_file(ctx, config_option)
+    # Exit 1 means "unhealthy" here, so a broken config is a cannot-run error (exit 2).
+    config = load_to_run(path)
+    chosen = _select(config, services or [], path)
     last: list[dict[str, Any]] = []
 
     def fetch() -> list[dict[str, Any]]:
@@ -63,7 +67,7 @@ def health(
         last[:] = rows
         return rows
 
-    empty = f"no services in {ctx.obj}"
+    empty = f"no services in {path}"
     _show(fetch, lambda rows: _table(rows, empty), as_json, watch)
     # Under --watch only Ctrl-C gets here, and that is how a watch is meant to end.
     if not watch and not all(row["healthy"] for row in last):
@@ -85,19 +89,6 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _load(path: Path) -> GatewayConfig:
-    from spork_cli.config.load import load_config
-    from spork_cli.errors import ConfigError
-
-    if not path.exists():
-        raise UsageError(f"{path}: no such file (pass -c FILE)")
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        # Exit 1 means "unhealthy" here, so a broken config is a cannot-run error (exit 2).
-        raise UsageError(f"{exc.message} (spork check {path} shows all)") from exc
-
-
 def _select(config: GatewayConfig, names: list[str], path: Path) -> list[Service]:
     if not names:
         return list(config.services)
@@ -115,25 +106,25 @@ def _table(rows: list[dict[str, Any]], empty: str) -> Any:
     if not rows:
         return empty
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold")
-    for column in ("service", "endpoint", "status", "http", "latency", "check", "error"):
-        table.add_column(column, justify="right" if column in ("http", "latency") else "left")
-    for row in rows:
+    from spork_cli.cli.tables import Rows
+
+    def cells(row: dict[str, Any]) -> tuple[str | Text, ...]:
         healthy = bool(row["healthy"])
         check = str(row["path"]) + (" (default)" if row["check"] == "default" else "")
-        # Text, not str: rich would read "[...]" in a URL or an error as markup.
-        table.add_row(
-            Text(str(row["service"])),
-            Text(str(row["endpoint"])),
+        return (
+            str(row["service"]),
+            str(row["endpoint"]),
             Text("healthy" if healthy else "unhealthy", style="green" if healthy else "red"),
-            Text(str(row["http_status"]) if row["http_status"] is not None else "-"),
-            Text(_latency(float(row["latency_ms"]))),
-            Text(check),
-            Text(str(row["error"] or "-")),
+            str(row["http_status"]) if row["http_status"] is not None else "-",
+            _latency(float(row["latency_ms"])),
+            check,
+            str(row["error"] or "-"),
         )
+
+    columns = ("service", "endpoint", "status", "http", "latency", "check", "error")
+    table = Rows(columns, (cells(row) for row in rows), right=("http", "latency"))
     up = sum(bool(row["healthy"]) for row in rows)
     summary = f"{up}/{len(rows)} endpoint{'s' if len(rows) != 1 else ''} healthy"
     return Group(table, Text(summary, style="bold"))

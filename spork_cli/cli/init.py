@@ -7,15 +7,21 @@ from typing import Annotated
 
 import typer
 
+from spork_cli.cli.params import Command
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("init")
+    @app.command("init", cls=Command)
     def init(
         directory: Annotated[
-            Path, typer.Argument(help="Where to write gateway.toml.", show_default=True)
+            Path,
+            typer.Argument(metavar="DIR", help="Where to write gateway.toml.", show_default=True),
         ] = Path("."),
         template: Annotated[
-            str, typer.Option("-t", "--template", help="Template to render (see --list).")
+            str,
+            typer.Option(
+                "-t", "--template", metavar="NAME", help="Template to render (see --list)."
+            ),
         ] = "minimal",
         force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
         list_: Annotated[bool, typer.Option("--list", help="List the templates and exit.")] = False,

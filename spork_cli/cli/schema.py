@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from spork_cli.cli.params import Command
 from spork_cli.errors import UsageError
 
 
@@ -17,11 +18,11 @@ def schema_text() -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("schema")
+    @app.command("schema", cls=Command)
     def schema(
         output: Annotated[
             Path | None,
-            typer.Option("-o", "--output", help="Write to FILE instead of stdout."),
+            typer.Option("-o", "--output", metavar="FILE", help="Write to FILE instead of stdout."),
         ] = None,
     ) -> None:
         """Print the JSON Schema (draft 7) of gateway.toml, for editors and CI."""

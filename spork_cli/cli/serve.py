@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from spork_cli.cli.params import Command, ConfigOption, JsonOption, config_file, load_to_run
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig
@@ -21,13 +23,7 @@ def load_for_serving(
     workers: int | None = None,
 ) -> GatewayConfig:
     """The config with command-line overrides; an invalid one is a start-up error (exit 2)."""
-    from spork_cli.config.load import load_config
-    from spork_cli.errors import ConfigError, UsageError
-
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise UsageError(f"cannot start: {exc.message} (spork check {path} shows all)") from exc
+    config = load_to_run(path, "cannot start: ")
     return apply_overrides(config, host, port, admin_port, workers)
 
 
@@ -52,19 +48,22 @@ def apply_overrides(
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("serve")
+    @app.command("serve", cls=Command)
     def serve(
         ctx: typer.Context,
-        config: Annotated[
-            Path | None, typer.Option("-c", "--config", help="gateway.toml to serve.")
+        config: ConfigOption = None,
+        host: Annotated[
+            str | None, typer.Option("--host", metavar="HOST", help="Override server.host.")
         ] = None,
-        host: Annotated[str | None, typer.Option("--host", help="Override server.host.")] = None,
-        port: Annotated[int | None, typer.Option("--port", help="Override server.port.")] = None,
+        port: Annotated[
+            int | None, typer.Option("--port", metavar="N", help="Override server.port.")
+        ] = None,
         admin_port: Annotated[
-            int | None, typer.Option("--admin-port", help="Override admin.port.")
+            int | None, typer.Option("--admin-port", metavar="N", help="Override admin.port.")
         ] = None,
         workers: Annotated[
-            int | None, typer.Option("--workers", min=1, max=64, help="Worker processes.")
+            int | None,
+            typer.Option("--workers", metavar="N", min=1, max=64, help="Worker processes."),
         ] = None,
         no_reload: Annotated[
             bool, typer.Option("--no-reload", help="Do not watch the config for changes.")
@@ -77,7 +76,7 @@ def register(app: typer.Typer) -> None:
         from spork_cli import logs
         from spork_cli.gateway.server import install_loop, run
 
-        path: Path = config or ctx.obj
+        path = config_file(ctx, config)
         cfg = load_for_serving(path, host, port, admin_port, workers)
         prepare = partial(
             apply_overrides, host=host, port=port, admin_port=admin_port, workers=workers
@@ -101,49 +100,31 @@ def register(app: typer.Typer) -> None:
             )
         )
 
-    @app.command("routes")
+    @app.command("routes", cls=Command)
     def routes(
-        ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        ctx: typer.Context, as_json: JsonOption = False, config: ConfigOption = None
     ) -> None:
         """Show the compiled route table of gateway.toml."""
-        import asyncio
+        # The rows of the table the gateway would compile, without compiling it: importing
+        # the server, its pools and middleware would take most of a second.
+        from spork_cli.gateway.table import config_rows
 
-        from spork_cli.gateway.compile import close_table, compile_table
-        from spork_cli.gateway.table import route_rows
-
-        cfg = load_for_serving(ctx.obj)
-
-        async def rows() -> list[dict[str, object]]:
-            from spork_cli.gateway.compile import Resources
-
-            table = await compile_table(cfg, None, Resources(base_dir=ctx.obj.resolve().parent))
-            try:
-                return route_rows(table)
-            finally:
-                await close_table(table, 0)
-
-        data = asyncio.run(rows())
+        data = config_rows(load_to_run(config_file(ctx, config)))
         if as_json:
             typer.echo(json.dumps(data, indent=2))
             return
-        from rich.console import Console
-        from rich.table import Table
+        from spork_cli.cli.tables import Rows, show
 
-        table = Table(box=None, header_style="bold")
-        for column in ("path", "methods", "service", "endpoints", "auth", "features"):
-            table.add_column(column, no_wrap=column != "endpoints")
-        for row in data:
+        def cells(row: dict[str, Any]) -> tuple[str, ...]:
             named = f" ({row['route']})" if row["route"] != row["path"] else ""
-            table.add_row(
+            return (
                 f"{row['path']}{named}",
-                " ".join(row["methods"]),  # type: ignore[arg-type]
+                " ".join(row["methods"]),
                 str(row["service"]),
-                "\n".join(row["endpoints"]),  # type: ignore[arg-type]
+                "\n".join(row["endpoints"]),
                 str(row["auth"]),
-                ", ".join(row["features"]) or "-",  # type: ignore[arg-type]
+                ", ".join(row["features"]) or "-",
             )
-        console = Console()
-        if not console.is_terminal:
-            console.width = max(console.width, 160)
-        console.print(table)
+
+        columns = ("path", "methods", "service", "endpoints", "auth", "features")
+        show(Rows(columns, (cells(row) for row in data)))

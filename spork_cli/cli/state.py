@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from spork_cli.cli.params import (
+    Command,
+    ConfigOption,
+    Group,
+    JsonOption,
+    WatchOption,
+    config_file,
+)
+from spork_cli.cli.params import load as _config
 from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from spork_cli.cli.tables import Rows
     from spork_cli.config.model import GatewayConfig
     from spork_cli.state import StateStore
 
@@ -20,27 +29,20 @@ T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("instances")(instances)
+    app.command("instances", cls=Command)(instances)
     app.add_typer(breakers_app, name="breakers")
-    app.command("limits")(limits)
-
-
-def _config(path: Path) -> GatewayConfig:
-    from spork_cli.config.load import load_config
-
-    if not path.exists():
-        raise UsageError(f"{path}: no such file (pass -c FILE)")
-    return load_config(path)
+    app.command("limits", cls=Command)(limits)
 
 
 def instances(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
+    config_option: ConfigOption = None,
 ) -> None:
     """List running gateways: from Redis with shared state, else from the running gateway."""
     import asyncio
 
-    config = _config(ctx.obj)
+    config = _config(config_file(ctx, config_option))
     found = asyncio.run(_instances(config))
     found.sort(key=lambda i: (i.get("host", ""), i.get("pid", 0)))
     if as_json:
@@ -49,27 +51,30 @@ def instances(
     if not found:
         typer.echo("no running gateway has announced itself")
         raise typer.Exit(1)
-    from rich.console import Console
-    from rich.table import Table
+    from spork_cli.cli.tables import show
 
-    table = Table(box=None, header_style="bold")
-    for column in ("instance", "pid", "listen", "admin", "version", "up", "seen"):
-        table.add_column(column)
-    now = time.time()
-    for item in found:
-        table.add_row(
-            str(item.get("id")),
-            str(item.get("pid")),
-            str(item.get("listen")),
-            str(item.get("admin") or "-"),
-            str(item.get("version")),
-            _ago(now - float(item.get("started", now)), suffix=""),
-            _ago(now - float(item.get("seen", now))),
-        )
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    console.print(table)
+    show(_instances_table(found, time.time()))
+
+
+def _instances_table(found: list[dict[str, Any]], now: float) -> Rows:
+    from spork_cli.cli.tables import Rows
+
+    columns = ("instance", "pid", "listen", "admin", "version", "up", "seen")
+    return Rows(
+        columns,
+        (
+            (
+                str(item.get("id")),
+                str(item.get("pid")),
+                str(item.get("listen")),
+                str(item.get("admin") or "-"),
+                str(item.get("version")),
+                _ago(now - float(item.get("started", now)), suffix=""),
+                _ago(now - float(item.get("seen", now))),
+            )
+            for item in found
+        ),
+    )
 
 
 def _ago(seconds: float, suffix: str = " ago") -> str:
@@ -93,46 +98,50 @@ async def _via_admin(config: GatewayConfig) -> list[dict[str, Any]]:
     return [i for i in items if isinstance(i, dict)]
 
 
-breakers_app = typer.Typer(help="Circuit breakers: show, or force open/closed, or reset.")
+breakers_app = typer.Typer(
+    cls=Group, help="Circuit breakers: show, or force open/closed, or reset."
+)
 
 
 @breakers_app.callback(invoke_without_command=True)
 def breakers(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    as_json: JsonOption = False,
+    watch: WatchOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Show every service's breaker (state, failures, opened since, next probe)."""
     if ctx.invoked_subcommand is not None:
         return
     import asyncio
 
-    config = _config(ctx.obj)
-    _show(lambda: asyncio.run(_breakers(config)), _breakers_table, as_json, watch)
+    loaded = _config(config_file(ctx, config))
+    _show(lambda: asyncio.run(_breakers(loaded)), _breakers_table, as_json, watch)
 
 
-def _breakers_table(rows: list[dict[str, Any]]) -> Any:
+def _breakers_table(rows: list[dict[str, Any]], now: float | None = None) -> Any:
     if not rows:
         return "no service has a breaker"
-    from rich.table import Table
+    from spork_cli.cli.tables import Rows
 
-    table = Table(box=None, header_style="bold")
-    for column in ("service", "state", "failures", "window", "opened", "next probe", "forced"):
-        table.add_column(column)
-    now = time.time()
+    now = time.time() if now is None else now
+    shown = []
     for row in rows:
         opened = row.get("opened_at")
         probe = row.get("next_probe_at")
-        table.add_row(
-            str(row["service"]),
-            str(row.get("state")),
-            str(row.get("failures", 0)),
-            f"{row.get('window_failures', 0)}/{row.get('window_requests', 0)}",
-            _ago(now - float(opened)) if opened else "-",
-            ("in " + _ago(float(probe) - now, suffix="")) if probe and probe > now else "-",
-            str(row.get("forced") or "-"),
+        shown.append(
+            (
+                str(row["service"]),
+                str(row.get("state")),
+                str(row.get("failures", 0)),
+                f"{row.get('window_failures', 0)}/{row.get('window_requests', 0)}",
+                _ago(now - float(opened)) if opened else "-",
+                ("in " + _ago(float(probe) - now, suffix="")) if probe and probe > now else "-",
+                str(row.get("forced") or "-"),
+            )
         )
-    return table
+    columns = ("service", "state", "failures", "window", "opened", "next probe", "forced")
+    return Rows(columns, shown)
 
 
 def _show(
@@ -144,11 +153,10 @@ def _show(
 ) -> None:
     """Print once, or (``watch``) refresh until interrupted: in place on a terminal, as a new
     timestamped block per refresh otherwise."""
-    from rich.console import Console
+    from spork_cli.cli.tables import console as table_console
+    from spork_cli.cli.tables import show
 
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
+    console = table_console()
 
     def view() -> Any:
         rows = fetch()
@@ -159,7 +167,7 @@ def _show(
         if isinstance(shown, str):
             typer.echo(shown)
         else:
-            console.print(shown)
+            show(shown, console)
 
     if not watch:
         emit(view())
@@ -184,13 +192,15 @@ def _show(
 def _breaker_command(action: str) -> Any:
     def command(
         ctx: typer.Context,
-        service: Annotated[str, typer.Argument(help="Service name.")],
+        service: Annotated[str, typer.Argument(metavar="SERVICE", help="Service name.")],
+        config_option: ConfigOption = None,
     ) -> None:
         import asyncio
 
-        config = _config(ctx.obj)
+        path = config_file(ctx, config_option)
+        config = _config(path)
         if config.service(service) is None:
-            raise UsageError(f"no service named {service!r} in {ctx.obj}")
+            raise UsageError(f"no service named {service!r} in {path}")
         if config.service(service).breaker is None:  # type: ignore[union-attr]
             raise UsageError(f"service {service!r} has no [services.breaker]")
         where = asyncio.run(_breaker_action(config, service, action))
@@ -205,7 +215,7 @@ def _breaker_command(action: str) -> Any:
 
 
 for _action in ("open", "close", "reset"):
-    breakers_app.command(_action)(_breaker_command(_action))
+    breakers_app.command(_action, cls=Command)(_breaker_command(_action))
 
 
 async def _breakers(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -274,6 +284,8 @@ async def _admin_call(
     from spork_cli.cli.token import _admin
 
     base, headers = _admin(config)
+    if method != "GET":
+        headers["Content-Type"] = "application/json"  # the only kind of change it takes
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
@@ -296,19 +308,25 @@ def limits(
     args: Annotated[
         list[str] | None,
         typer.Argument(
-            help="[ROUTE] to show one route, or: reset ROUTE [KEY].", show_default=False
+            metavar="ROUTE",
+            help="A route to show alone; or the words reset ROUTE [KEY].",
+            show_default=False,
         ),
     ] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Only clients whose key has K.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second.")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", metavar="KEY", help="Only clients whose key contains KEY."),
+    ] = None,
+    as_json: JsonOption = False,
+    watch: WatchOption = False,
+    config_option: ConfigOption = None,
 ) -> None:
     """Rate limits: what each client has left (`spork limits [ROUTE]`), or forget them
     (`spork limits reset ROUTE [KEY]`)."""
     import asyncio
 
     words = list(args or [])
-    config = _config(ctx.obj)
+    config = _config(config_file(ctx, config_option))
     if words[:1] == ["reset"]:
         if len(words) not in (2, 3):
             raise UsageError("usage: spork limits reset ROUTE [KEY]")
@@ -328,20 +346,21 @@ def limits(
 def _limits_table(rows: list[dict[str, Any]]) -> Any:
     if not rows:
         return "no client has used a rate-limited route yet"
-    from rich.table import Table
+    from spork_cli.cli.tables import Rows
 
-    table = Table(box=None, header_style="bold")
-    for column in ("route", "tier", "client", "remaining", "full again in"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row["route"]),
-            str(row["tier"]),
-            str(row["client"]),
-            f"{row['remaining']}/{row['limit']}",
-            _ago(float(row["reset_after"]), suffix=""),
-        )
-    return table
+    return Rows(
+        ("route", "tier", "client", "remaining", "full again in"),
+        (
+            (
+                str(row["route"]),
+                str(row["tier"]),
+                str(row["client"]),
+                f"{row['remaining']}/{row['limit']}",
+                _ago(float(row["reset_after"]), suffix=""),
+            )
+            for row in rows
+        ),
+    )
 
 
 def _known_route(config: GatewayConfig, route: str) -> None:

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from spork_cli.cli.params import Command, ConfigOption, Group, JsonOption, config_file
 from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from spork_cli.auth import TokenRejected
     from spork_cli.config.model import GatewayConfig
 
-token_app = typer.Typer(help="Mint, inspect, verify and revoke JWTs; generate keys.")
+token_app = typer.Typer(cls=Group, help="Mint, inspect, verify and revoke JWTs; generate keys.")
+TokenArg = Annotated[str, typer.Argument(metavar="TOKEN", help="The token, or - to read stdin.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +26,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _config(path: Path, required: bool) -> GatewayConfig | None:
-    from spork_cli.config.load import load_config
+    from spork_cli.cli.params import load
 
-    if not path.exists():
-        if required:
-            raise UsageError(f"{path}: no such file (pass -c FILE)")
+    if not required and not path.exists():
         return None
-    return load_config(path)
+    return load(path)
+
+
+def _unreadable(exc: TokenRejected) -> UsageError:
+    """The one line for a token that cannot be decoded, saying "not a JWT" once."""
+    reason = exc.reason
+    return UsageError(reason if reason.startswith("not a JWT") else f"not a JWT: {reason}")
 
 
 def _read_token(token: str) -> str:
@@ -50,32 +57,55 @@ def _duration(text: str) -> float:
         raise UsageError(str(exc)) from exc
 
 
-@token_app.command("mint")
+@token_app.command("mint", cls=Command)
 def mint(
     ctx: typer.Context,
-    sub: Annotated[str | None, typer.Option("--sub", help="Subject (user id).")] = None,
-    role: Annotated[list[str] | None, typer.Option("--role", help="A role (repeatable).")] = None,
+    sub: Annotated[
+        str | None, typer.Option("--sub", metavar="SUBJECT", help="Subject (user id).")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", metavar="ROLE", help="A role (repeatable).")
+    ] = None,
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="A scope (repeatable).")
+        list[str] | None,
+        typer.Option("--scope", metavar="SCOPE", help="A scope (repeatable)."),
     ] = None,
     claim: Annotated[
-        list[str] | None, typer.Option("--claim", help="Extra claim k=v (JSON values too).")
+        list[str] | None,
+        typer.Option(
+            "--claim", metavar="NAME=VALUE", help="Extra claim (JSON values too; repeatable)."
+        ),
     ] = None,
-    ttl: Annotated[str, typer.Option("--ttl", help="Lifetime, e.g. 15m, 1h.")] = "15m",
-    aud: Annotated[str | None, typer.Option("--aud", help="Audience (default: config).")] = None,
-    iss: Annotated[str | None, typer.Option("--iss", help="Issuer (default: config).")] = None,
-    kid: Annotated[str | None, typer.Option("--kid", help="Key id for the header.")] = None,
-    alg: Annotated[str | None, typer.Option("--alg", help="Algorithm (default: config).")] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="Private key PEM to sign with.")] = None,
+    ttl: Annotated[
+        str, typer.Option("--ttl", metavar="DURATION", help="Lifetime, e.g. 15m, 1h.")
+    ] = "15m",
+    aud: Annotated[
+        str | None,
+        typer.Option("--aud", metavar="AUDIENCE", help="Audience (default: config)."),
+    ] = None,
+    iss: Annotated[
+        str | None, typer.Option("--iss", metavar="ISSUER", help="Issuer (default: config).")
+    ] = None,
+    kid: Annotated[
+        str | None, typer.Option("--kid", metavar="KID", help="Key id for the header.")
+    ] = None,
+    alg: Annotated[
+        str | None, typer.Option("--alg", metavar="ALG", help="Algorithm (default: config).")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", metavar="FILE", help="Private key PEM to sign with."),
+    ] = None,
     secret: Annotated[
-        str | None, typer.Option("--secret", help="HMAC secret to sign with.")
+        str | None, typer.Option("--secret", metavar="SECRET", help="HMAC secret to sign with.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print token and claims.")] = False,
+    config_option: ConfigOption = None,
 ) -> None:
     """Sign a token the gateway accepts (stdout is the bare token)."""
     from spork_cli.auth import mint as minting
 
-    path: Path = ctx.obj
+    path = config_file(ctx, config_option)
     config = _config(path, required=key is None and secret is None)
     auth = config.auth if config is not None else None
     if config is not None and auth is None and key is None and secret is None:
@@ -100,11 +130,8 @@ def mint(
         typer.echo(token)
 
 
-@token_app.command("inspect")
-def inspect(
-    token: Annotated[str, typer.Argument(help="The token, or - to read stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
+@token_app.command("inspect", cls=Command)
+def inspect(token: TokenArg, as_json: JsonOption = False) -> None:
     """Decode a token WITHOUT verifying it: header, claims, human times."""
     from spork_cli.auth import TokenRejected
     from spork_cli.auth.explain import inspect as decode
@@ -112,7 +139,7 @@ def inspect(
     try:
         info = decode(_read_token(token))
     except TokenRejected as exc:
-        raise UsageError(f"not a JWT: {exc.reason}") from exc
+        raise _unreadable(exc) from exc
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -127,20 +154,28 @@ def inspect(
         typer.echo(f"  {name}: {shown}")
 
 
-@token_app.command("verify")
+@token_app.command("verify", cls=Command)
 def verify(
     ctx: typer.Context,
-    token: Annotated[str, typer.Argument(help="The token, or - to read stdin.")],
+    token: TokenArg,
     route: Annotated[
-        str | None, typer.Option("--route", help="Check the roles and scopes of this path.")
+        str | None,
+        typer.Option(
+            "--route",
+            metavar="/PATH",
+            help="Check the roles and scopes of the route of this request path.",
+        ),
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="Method for --route.")] = "GET",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    method: Annotated[
+        str, typer.Option("--method", metavar="METHOD", help="Method for --route.")
+    ] = "GET",
+    as_json: JsonOption = False,
+    config_option: ConfigOption = None,
 ) -> None:
     """Verify a token as the gateway would; every check is shown. Exit 1 when rejected."""
     import asyncio
 
-    path: Path = ctx.obj
+    path = config_file(ctx, config_option)
     config = _config(path, required=True)
     assert config is not None
     if config.auth is None:
@@ -230,23 +265,32 @@ async def _revoked_in_store(config: GatewayConfig, token: str) -> bool | None:
         await store.close()
 
 
-@token_app.command("revoke")
+@token_app.command("revoke", cls=Command)
 def revoke(
     ctx: typer.Context,
     token: Annotated[
-        str | None, typer.Argument(help="The token (or -): its jti and remaining life.")
+        str | None,
+        typer.Argument(metavar="TOKEN", help="The token (or -): its jti and remaining life."),
     ] = None,
-    jti: Annotated[str | None, typer.Option("--jti", help="Revoke this jti instead.")] = None,
+    jti: Annotated[
+        str | None, typer.Option("--jti", metavar="JTI", help="Revoke this jti instead.")
+    ] = None,
     ttl: Annotated[
-        str | None, typer.Option("--ttl", help="How long to deny (default: until exp, or 24h).")
+        str | None,
+        typer.Option(
+            "--ttl",
+            metavar="DURATION",
+            help="How long to deny (default: until exp, or 24h).",
+        ),
     ] = None,
+    config_option: ConfigOption = None,
 ) -> None:
     """Deny a token everywhere the gateway's state reaches."""
     import asyncio
 
     from spork_cli.auth.explain import unverified_claims
 
-    path: Path = ctx.obj
+    path = config_file(ctx, config_option)
     config = _config(path, required=True)
     assert config is not None
     seconds = _duration(ttl) if ttl is not None else None
@@ -256,7 +300,7 @@ def revoke(
         try:
             claims = unverified_claims(_read_token(token))
         except TokenRejected as exc:
-            raise UsageError(f"not a JWT: {exc.reason}") from exc
+            raise _unreadable(exc) from exc
         jti = claims.get("jti") if jti is None else jti
         exp = claims.get("exp")
         if seconds is None and isinstance(exp, int | float):
@@ -347,17 +391,23 @@ def _human(seconds: float) -> str:
     return human_duration(seconds)
 
 
-@token_app.command("keygen")
+@token_app.command("keygen", cls=Command)
 def keygen(
     ctx: typer.Context,
-    alg: Annotated[str, typer.Option("--alg", help="HS256, RS256, ES256, EdDSA, ...")] = "ES256",
-    out: Annotated[Path, typer.Option("-o", "--out", help="Directory to write to.")] = Path("keys"),
+    alg: Annotated[
+        str, typer.Option("--alg", metavar="ALG", help="HS256, RS256, ES256, EdDSA, ...")
+    ] = "ES256",
+    out: Annotated[
+        Path, typer.Option("-o", "--out", metavar="DIR", help="Directory to write to.")
+    ] = Path("keys"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing keys.")] = False,
+    config_option: ConfigOption = None,
 ) -> None:
-    """Generate a key (private key mode 0600) and print the config lines that use it."""
+    """Generate a key (private key mode 0600) and print the config lines that use it, with
+    paths relative to the -c file's directory."""
     from spork_cli.auth.keygen import keygen as generate
 
-    config_dir = Path(ctx.obj).resolve().parent
+    config_dir = config_file(ctx, config_option).resolve().parent
     made = generate(alg, out, config_dir=config_dir, overwrite=force)
     for file in made.files:
         typer.echo(f"wrote {file}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
-    from spork_cli.config.model import GatewayConfig, Route
+    from spork_cli.config.model import GatewayConfig, Route, Service
     from spork_cli.gateway.balancer import EndpointState
     from spork_cli.gateway.forwarding import Forwarding
     from spork_cli.gateway.header_edits import HeaderEdits
@@ -165,32 +165,58 @@ def strip(route: CompiledRoute, raw_path: str) -> str:
     return rest if rest[0] == "/" else "/" + rest
 
 
+def allowed_methods(methods: Sequence[str]) -> frozenset[str] | None:
+    """None means any method; a route that takes GET takes HEAD too (RFC 9110, 9.3.2)."""
+    if not methods:
+        return None
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return frozenset(allowed)
+
+
 def route_rows(table: RouteTable) -> list[dict[str, Any]]:
-    """The compiled table as plain rows, for `spork routes` and the admin API."""
+    """The compiled table as plain rows, for the admin API."""
+    return [
+        _row(route.config, route.route_id, route.prefix, route.methods, route.pool.config)
+        for route in table.routes
+    ]
+
+
+def config_rows(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The rows ``route_rows`` gives for the table compiled from ``config``, from the parts of
+    compilation they show (no pools, keys or chains are built): `spork routes` stays light."""
     rows = []
-    for route in table.routes:
-        cfg = route.config
-        features = [
-            name
-            for name, on in (
-                ("rate_limit", cfg.rate_limit is not None),
-                ("cache", cfg.cache is not None),
-                ("body_schema", cfg.body_schema is not None),
-                ("cors", cfg.cors is not None),
-                ("breaker", route.pool.config.breaker is not None),
-            )
-            if on
-        ]
+    for route in config.routes:
+        service = config.service(route.service)
+        assert service is not None, "a valid config routes only to its services"
         rows.append(
-            {
-                "route": route.route_id,
-                "path": route.prefix,
-                "methods": sorted(route.methods) if route.methods else ["*"],
-                "service": cfg.service,
-                "endpoints": [e.url for e in route.pool.config.endpoints],
-                "strip_prefix": cfg.strip_prefix,
-                "auth": cfg.auth,
-                "features": features,
-            }
+            _row(route, route.route_id, route.path, allowed_methods(route.methods), service)
         )
     return rows
+
+
+def _row(
+    cfg: Route, route_id: str, prefix: str, methods: frozenset[str] | None, service: Service
+) -> dict[str, Any]:
+    features = [
+        name
+        for name, on in (
+            ("rate_limit", cfg.rate_limit is not None),
+            ("cache", cfg.cache is not None),
+            ("body_schema", cfg.body_schema is not None),
+            ("cors", cfg.cors is not None),
+            ("breaker", service.breaker is not None),
+        )
+        if on
+    ]
+    return {
+        "route": route_id,
+        "path": prefix,
+        "methods": sorted(methods) if methods else ["*"],
+        "service": cfg.service,
+        "endpoints": [e.url for e in service.endpoints],
+        "strip_prefix": cfg.strip_prefix,
+        "auth": cfg.auth,
+        "features": features,
+    }
