@@ -96,6 +96,14 @@ def _url_problem(url: str) -> str | None:
 
 
 def _routes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    if not config.routes:
+        yield loaded.diag(
+            (),
+            "no-routes",
+            "no routes: every request is answered 404",
+            severity="warning",
+            hint="add [[routes]], or: spork route add PREFIX --service NAME",
+        )
     names = [s.name for s in config.services]
     seen_paths: dict[str, list[tuple[int, frozenset[str]]]] = {}
     for i, route in enumerate(config.routes):

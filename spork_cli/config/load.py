@@ -91,6 +91,22 @@ def parse_text(text: str, file: str, env: Mapping[str, str] | None = None) -> Lo
     raw = _parse_toml(loaded)
     if raw is None:
         return loaded
+    if not raw:
+        # Serving the defaults of an empty file would answer 404 to everything; more likely
+        # the file was truncated, or an editor is half-way through writing it.
+        loaded.diagnostics.append(
+            Diagnostic(
+                loaded.file,
+                1,
+                1,
+                "",
+                "error",
+                "empty-file",
+                "the file is empty (no settings, at most comments)",
+                "spork init writes a gateway.toml to start from",
+            )
+        )
+        return loaded
     raw = _interpolate(raw, os.environ if env is None else env, loaded)
     try:
         config = GatewayConfig.model_validate(raw)

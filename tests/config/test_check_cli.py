@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from spork_cli.cli import app
 from spork_cli.cli.check import github_annotation
 from spork_cli.config.diagnostics import Diagnostic
+from spork_cli.errors import UsageError
 from tests.support import SporkRunner
 
 VALID = """\
@@ -99,6 +100,46 @@ def test_strict_on_a_clean_file_still_passes(tmp_path: Path) -> None:
     assert invoke("check", "--strict", str(write(tmp_path, VALID))).exit_code == 0
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n  \n", "# nothing yet\n\n   # still nothing"],
+    ids=["zero-bytes", "blank", "comments"],
+)
+def test_empty_file_is_an_error_at_its_first_line(tmp_path: Path, text: str) -> None:
+    file = write(tmp_path, text)
+    result = invoke("check", str(file))
+    assert result.exit_code == 1
+    assert "error the file is empty (no settings, at most comments) [empty-file]" in result.stdout
+    assert f"--> {file}:1:1" in result.stdout
+
+
+def test_no_routes_is_a_warning_so_strict_fails(tmp_path: Path) -> None:
+    file = write(tmp_path, "[server]\nport = 8080\n")
+    result = invoke("check", str(file))
+    assert result.exit_code == 0
+    assert "warning no routes: every request is answered 404 [no-routes]" in result.stdout
+    assert "0 errors, 1 warning in 1 file: passed" in result.stdout
+    assert invoke("check", "--strict", str(file)).exit_code == 1
+
+
+def test_json_flag_prints_what_format_json_prints(tmp_path: Path) -> None:
+    file = str(write(tmp_path, INVALID))
+    flag, option = invoke("check", "--json", file), invoke("check", "--format", "json", file)
+    assert (flag.exit_code, flag.stdout) == (option.exit_code, option.stdout)
+    assert flag.exit_code == 1
+    assert [d["path"] for d in json.loads(flag.stdout)] == [
+        "routes[0].strip_prefx",
+        "routes[0].timeout",
+    ]
+
+
+def test_json_flag_with_another_format_is_a_usage_error(tmp_path: Path) -> None:
+    args = ["check", "--json", "--format", "github", str(write(tmp_path, VALID))]
+    error = CliRunner().invoke(app, args, env=PLAIN).exception
+    assert isinstance(error, UsageError) and error.exit_code == 2
+    assert str(error) == "--json and --format github ask for two formats; pass one"
+
+
 def test_missing_file_exits_2(tmp_path: Path) -> None:
     result = invoke("check", str(tmp_path / "absent.toml"))
     assert result.exit_code == 2
@@ -130,12 +171,12 @@ def test_one_missing_file_among_several_exits_2_and_reports_the_others(
 
 def test_several_valid_files_exit_0(tmp_path: Path) -> None:
     one = write(tmp_path, VALID, "one.toml")
-    two = write(tmp_path, "", "two.toml")
+    two = write(tmp_path, VALID.replace("users", "orders"), "two.toml")
     result = invoke("check", str(one), str(two))
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
         f"ok  {one}: 1 service, 1 route",
-        f"ok  {two}: 0 services, 0 routes",
+        f"ok  {two}: 1 service, 1 route",
     ]
 
 
@@ -349,7 +390,7 @@ BAD_INPUTS: dict[str, bytes] = {
     "no-final-newline": b'[server]\nport = "x"',
     "crlf": b'[server]\r\nport = "x"\r\n',
     "lone-cr": b"[server]\rport = 1\r",
-    "bom": b"\xef\xbb\xbf[server]\nport = 1\n",
+    "bom": b"\xef\xbb\xbf" + VALID.encode(),
     "control-characters": b"a = '\x01\x02\x1b[31m'\n\x0c",
     "huge-integer": b"[server]\nport = " + b"9" * 5000 + b"\n",
     "huge-size": b'[server]\nmax_body = "' + b"9" * 400 + b'GiB"\n',
@@ -363,8 +404,8 @@ BAD_INPUTS: dict[str, bytes] = {
 BAD_INPUT_CODES: dict[str, set[str]] = {
     "binary-junk": {"encoding"},
     "nul-and-invalid-utf8": {"encoding"},
-    "empty": set(),
-    "only-comments": set(),
+    "empty": {"empty-file"},
+    "only-comments": {"empty-file"},
     "deep-arrays": {"too-deep"},
     "deep-inline-tables": {"too-deep"},
     "deep-dotted-header": {"unknown-key"},

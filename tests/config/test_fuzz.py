@@ -224,7 +224,7 @@ def test_random_documents_never_raise(workdir: Path, document: dict[str, Any]) -
 
 _SCHEMA_CODES = {
     "unknown-key", "missing-key", "wrong-type", "out-of-range", "invalid-value", "env-missing",
-    "toml-syntax", "encoding", "too-large", "too-deep",
+    "toml-syntax", "encoding", "too-large", "too-deep", "empty-file",
 }  # fmt: skip
 
 

@@ -38,9 +38,16 @@ def where(d: Diagnostic) -> Where:
 
 
 def check(
-    tmp_path: Path, text: str, files: dict[str, bytes | None] | None = None
+    tmp_path: Path,
+    text: str,
+    files: dict[str, bytes | None] | None = None,
+    *,
+    routeless: bool = False,
 ) -> list[Diagnostic]:
-    """check_file() on ``text`` written to tmp_path, beside ``files`` (None: a directory)."""
+    """check_file() on ``text`` written to tmp_path, beside ``files`` (None: a directory).
+
+    Most cases are the few lines their code is about, often without a route: the no-routes
+    warning those get is left out unless ``routeless`` asks for it (see its own tests)."""
     for name, content in (files or {}).items():
         target = tmp_path / name
         if content is None:
@@ -50,7 +57,8 @@ def check(
             target.write_bytes(content)
     config = tmp_path / "gateway.toml"
     config.write_text(textwrap.dedent(text))
-    return check_file(str(config)).diagnostics
+    found = check_file(str(config)).diagnostics
+    return found if routeless else [d for d in found if d.code != "no-routes"]
 
 
 def test_base_file_has_no_diagnostics(tmp_path: Path) -> None:
@@ -785,6 +793,20 @@ def test_diagnostics_come_in_file_order(tmp_path: Path) -> None:
         (5, "per-worker-state"),
         (6, "invalid-cidr"),
     ]
+
+
+def test_no_routes_is_a_warning_that_every_request_gets_404(tmp_path: Path) -> None:
+    text = '[[services]]\nname = "users"\nendpoints = ["http://127.0.0.1:9000"]\n'
+    found = check(tmp_path, "[server]\nport = 8080\n" + text, routeless=True)
+    assert [where(d) for d in found] == [
+        ("no-routes", "warning", "", 1, 1),
+        ("unused-service", "warning", "services[0].name", 4, 8),
+    ]
+    assert found[0].message == "no routes: every request is answered 404"
+
+
+def test_a_file_with_a_route_gets_no_no_routes_warning(tmp_path: Path) -> None:
+    assert check(tmp_path, BASE, routeless=True) == []
 
 
 def test_lint_skips_an_invalid_config() -> None:

@@ -517,11 +517,16 @@ def test_valid_config_passes_load_config(tmp_path: Path) -> None:
     ["", "\n\n", "# only a comment\n", "# one\n   # two, indented\n\n# three"],
     ids=["empty", "blank-lines", "one-comment", "comments-no-final-newline"],
 )
-def test_empty_or_comment_only_file_is_the_default_config(text: str) -> None:
+def test_empty_or_comment_only_file_is_an_error_at_its_start(text: str) -> None:
     loaded = parse_text(text, FILE, {})
+    assert [where(d) for d in loaded.diagnostics] == [("empty-file", "error", "", 1, 1)]
+    assert loaded.config is None
+
+
+def test_a_file_with_one_empty_table_is_not_empty() -> None:
+    loaded = parse_text("# defaults are fine\n[server]\n", FILE, {})
     assert loaded.diagnostics == []
     assert loaded.config == GatewayConfig()
-    assert loaded.config.services == [] and loaded.config.routes == []
 
 
 def test_file_without_final_newline_places_errors() -> None:
@@ -564,7 +569,7 @@ def test_too_large_file_is_refused_before_parsing() -> None:
 
 def test_size_limit_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(load, "MAX_FILE_SIZE", 100)
-    at_limit = "#" * 99 + "\n"
+    at_limit = "[server]\n" + "#" * 90 + "\n"
     assert parse_text(at_limit, FILE, {}).diagnostics == []
     (d,) = parse_text(at_limit + "\n", FILE, {}).diagnostics
     assert d.code == "too-large"

@@ -291,7 +291,7 @@ def test_bad_timeout_is_a_usage_error(tmp_path: Path, run_spork: SporkRunner) ->
 
 def test_no_services_is_nothing_unhealthy(tmp_path: Path, run_spork: SporkRunner) -> None:
     config = tmp_path / "g.toml"
-    config.write_text("")
+    config.write_text("[server]\n")
     result = run_spork("-c", str(config), "health")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"no services in {config}"
