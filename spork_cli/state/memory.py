@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 
@@ -17,67 +16,9 @@ from spork_cli.config.model import State
 from spork_cli.state import CACHE_STATS_TTL, CacheHit, instance_key, revoked_key
 from spork_cli.state.memory_breaker import MemoryBreakers
 from spork_cli.state.memory_limiter import MemoryLimiters
+from spork_cli.state.memory_space import LimitSpace, Space
 
 _STAMP = struct.Struct("<d")  # a cache entry starts with when it was stored
-
-
-class _Space:
-    """Expiring entries in insertion order; past ``max_keys`` entries or ``max_bytes`` of
-    values the oldest go first. Without bounds nothing is evicted, and expired entries are
-    swept whenever the space has doubled since the last sweep."""
-
-    def __init__(
-        self, clock: Callable[[], float], max_keys: int | None, max_bytes: int | None = None
-    ) -> None:
-        self.clock = clock
-        self.max_keys = max_keys
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[str, tuple[float | None, bytes]] = OrderedDict()
-        self.size = 0  # bytes of the values
-        self._sweep_at = 1024
-
-    def get(self, key: str) -> bytes | None:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if expires is not None and expires <= self.clock():
-            self.pop(key)
-            return None
-        return value
-
-    def pop(self, key: str) -> bool:
-        entry = self.entries.pop(key, None)
-        if entry is None:
-            return False
-        self.size -= len(entry[1])
-        return True
-
-    def set(self, key: str, value: bytes, ttl: float | None) -> bool:
-        """Store ``value``; False (and nothing stored) when it alone is over ``max_bytes``."""
-        self.pop(key)
-        if self.max_bytes is not None and len(value) > self.max_bytes:
-            return False
-        expires = self.clock() + ttl if ttl is not None else None
-        self.entries[key] = (expires, value)
-        self.size += len(value)
-        if self.max_keys is None and self.max_bytes is None:
-            if len(self.entries) >= self._sweep_at:
-                for name in list(self.entries):
-                    self.get(name)
-                self._sweep_at = max(2 * len(self.entries), 1024)
-            return True
-        while self.entries and (
-            (self.max_keys is not None and len(self.entries) > self.max_keys)
-            or (self.max_bytes is not None and self.size > self.max_bytes)
-        ):
-            _, (_, evicted) = self.entries.popitem(last=False)
-            self.size -= len(evicted)
-        return True
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.size = 0
 
 
 class MemoryStore(MemoryLimiters, MemoryBreakers):
@@ -88,14 +29,23 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
         self.max_keys = config.max_keys
         self.max_bytes = config.max_bytes
         self.clock = clock
-        # Three spaces, so that one kind of entry never evicts another: limiter and breaker
-        # state (bounded in keys); cached responses (in keys and bytes); revocations and
-        # heartbeats (never evicted: a revoked token must stay revoked until it expires).
-        self._state = _Space(clock, config.max_keys)
-        self._data = self._state.entries
-        self._cache = _Space(clock, config.max_keys, config.max_bytes)
-        self._pinned = _Space(clock, None)
-        self._spaces = (self._state, self._cache, self._pinned)
+        # Four spaces, so that no kind of entry ever evicts another: limiter state (at most
+        # max_keys, live entries never evicted); cached responses (least recently used go past
+        # max_keys or max_bytes); breakers, and revocations with heartbeats (never evicted: a
+        # forced breaker stays forced, a revoked token stays revoked until it expires).
+        self._limits = LimitSpace(clock, config.max_keys)
+        self._cache = Space(clock, config.max_keys, config.max_bytes)
+        self._breakers = Space(clock, None)
+        self._pinned = Space(clock, None)
+        self._spaces: tuple[Space | LimitSpace, ...] = (
+            self._limits,
+            self._cache,
+            self._breakers,
+            self._pinned,
+        )
+        # A memory store under a Redis one is its fallback (on_error = "local"): there the
+        # client of a new key past max_keys is admitted uncounted, as no other policy is left.
+        self.admit_when_full = config.backend != "memory"
         # The cache's hit counters, kept apart: they change on every lookup.
         self._counters: dict[str, tuple[float, dict[str, int]]] = {}
 
@@ -109,15 +59,6 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
 
     async def ping(self, timeout: float | None = None) -> None:
         return None
-
-    def _get(self, key: str) -> bytes | None:
-        return self._state.get(key)
-
-    def _pop(self, key: str) -> bool:
-        return self._state.pop(key)
-
-    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._state.set(key, value, ttl)
 
     async def scan(self, match: str, limit: int = 10_000) -> list[str]:
         found = []

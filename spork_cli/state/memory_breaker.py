@@ -17,6 +17,7 @@ from spork_cli.state import (
     BreakerState,
     ForcedState,
 )
+from spork_cli.state.memory_space import Space
 
 # What an idle force-cleared breaker keeps when it never saw a policy (3 x the default cap)
 DEFAULT_BREAKER_TTL = 900.0
@@ -42,21 +43,15 @@ def _fresh_breaker() -> dict[str, Any]:
 
 
 class MemoryBreakers:
-    """Mixed into `MemoryStore`, which provides the clock and the entries."""
+    """Mixed into `MemoryStore`, which provides the clock and the breakers' own space: one
+    entry per configured service, never evicted by limiter or cache entries, and a forced
+    state never expires."""
 
     clock: Callable[[], float]
-
-    def _get(self, key: str) -> bytes | None:
-        raise NotImplementedError
-
-    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        raise NotImplementedError
-
-    def _pop(self, key: str) -> bool:
-        raise NotImplementedError
+    _breakers: Space
 
     def _breaker_load(self, key: str) -> dict[str, Any] | None:
-        stored = self._get(key)
+        stored = self._breakers.get(key)
         if stored is None or stored[:1] != b"b":
             return None
         loaded: dict[str, Any] = orjson.loads(stored[1:])
@@ -65,7 +60,7 @@ class MemoryBreakers:
     def _breaker_save(self, key: str, b: dict[str, Any], ttl: float | None) -> None:
         if ttl is not None:
             b["ttl"] = ttl
-        self._set(key, b"b" + orjson.dumps(b), None if b["forced"] else b["ttl"])
+        self._breakers.set(key, b"b" + orjson.dumps(b), None if b["forced"] else b["ttl"])
 
     def _epoch(self, at: float | None) -> float | None:
         # times are kept on the store's clock; the CLI wants wall-clock seconds
@@ -203,4 +198,4 @@ class MemoryBreakers:
         return self._breaker_report(b, self.clock(), False)
 
     async def breaker_reset(self, key: str) -> None:
-        self._pop(key)
+        self._breakers.pop(key)

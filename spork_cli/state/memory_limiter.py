@@ -8,7 +8,9 @@ import struct
 from array import array
 from collections.abc import Callable
 
+from spork_cli.errors import StateError
 from spork_cli.state import LimitResult, check_limit_args
+from spork_cli.state.memory_space import LimitSpace
 
 # Clock tolerance of every limiter decision, as in the Lua scripts (1 µs): it absorbs float
 # rounding so that exactly `capacity` requests pass at one instant, never capacity - 1.
@@ -20,15 +22,28 @@ _BUCKET = struct.Struct("<cdd")
 
 
 class MemoryLimiters:
-    """Mixed into `MemoryStore`, which provides the clock and the entries."""
+    """Mixed into `MemoryStore`, which provides the clock and the entries.
+
+    A live limiter entry is never evicted: a client over its limit stays refused. When the
+    space holds ``max_keys`` live entries, a new key is not stored: the call raises
+    StateError, so that client gets the route's ``on_error`` (while every known client keeps
+    its exact state); as the per-process fallback of a Redis store (``admit_when_full``),
+    which is itself the ``on_error`` path, the new key is admitted without being counted.
+    """
 
     clock: Callable[[], float]
+    _limits: LimitSpace
+    admit_when_full: bool
 
     def _get(self, key: str) -> bytes | None:
-        raise NotImplementedError
+        return self._limits.get(key)
 
-    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        raise NotImplementedError
+    def _set(self, key: str, value: bytes, ttl: float) -> None:
+        if not self._limits.set(key, value, ttl) and not self.admit_when_full:
+            raise StateError(
+                f"the memory store holds state.max_keys ({self._limits.max_keys}) live rate "
+                "limit keys: new clients get the route's on_error until some replenish"
+            )
 
     async def rate_limit(
         self,
@@ -105,5 +120,5 @@ class MemoryLimiters:
                 self._set(key, b"s" + log.tobytes(), reset)
             return LimitResult(False, capacity, max(capacity - count, 0), reset, retry)
         log.extend([now] * cost)
-        self._set(key, b"s" + log.tobytes(), period)
+        self._set(key, b"s" + log.tobytes(), period if log else 0.0)  # empty: idle
         return LimitResult(True, capacity, capacity - count - cost, period, 0.0)

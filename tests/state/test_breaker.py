@@ -38,7 +38,8 @@ async def trip(backend: Backend, policy: BreakerPolicy) -> BreakerState:
 async def time_to_live(backend: Backend) -> float | None:
     """Seconds until the breaker key expires; None when it never does."""
     if backend.name == "memory":
-        expires, _ = backend.store._data[KEY]
+        assert KEY in backend.store._breakers.entries
+        expires = backend.store._breakers.expires(KEY)
         return None if expires is None else expires - backend.now[0]
     milliseconds = await backend.store.link.call(KEY, "PTTL", KEY)
     return None if milliseconds == -1 else milliseconds / 1000

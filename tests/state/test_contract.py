@@ -62,20 +62,6 @@ async def test_memory_entries_expire() -> None:
     assert not await store.is_revoked("x")
 
 
-async def test_memory_store_is_bounded_and_never_evicts_revocations() -> None:
-    from spork_cli.state.memory import MemoryStore
-
-    store = MemoryStore(State(max_keys=100))
-    await store.revoke("revoked-first", ttl=60)
-    for i in range(250):
-        await store.rate_limit(f"rl:{i}", "gcra", 5, 60, 0)
-    assert len(store._data) == 100
-    assert await store.rate_limit("rl:249", "gcra", 5, 60, 0, cost=0) != await store.rate_limit(
-        "rl:0", "gcra", 5, 60, 0, cost=0
-    )  # the newest key kept its state, the oldest was evicted and reads as idle
-    assert await store.is_revoked("revoked-first")
-
-
 async def test_memory_revocations_expire_and_are_swept() -> None:
     from spork_cli.state.memory import MemoryStore
 

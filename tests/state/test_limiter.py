@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spork_cli.config.model import RateLimit, State
+from spork_cli.errors import StateError
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.state import ALGORITHMS, LimitResult, limit_key, store_from_config
 from spork_cli.state.links import key_slot
@@ -118,7 +119,7 @@ async def test_state_is_forgotten_once_replenished(backend: Backend, algorithm: 
     assert 0 < result.reset_after <= 0.2 + 1e-6
     await backend.wait(0.2)
     if backend.name == "memory":
-        assert key() not in backend.store._data or backend.store._get(key()) is None
+        assert backend.store._limits.get(key()) is None
     else:
         assert not await backend.store.link.call(key(), "EXISTS", key())
     fresh = await backend.store.rate_limit(key(), algorithm, 2, 0.2, 0)
@@ -181,13 +182,14 @@ async def test_cluster_keys_of_one_entity_share_a_slot(redis_cluster_url: str) -
         await store.close()
 
 
-async def test_memory_limiter_state_is_bounded() -> None:
+async def test_memory_limiter_state_is_bounded_and_keeps_every_live_key() -> None:
     store = MemoryStore(State(max_keys=100))
-    for i in range(250):
+    for i in range(100):
         await store.rate_limit(key(f"ip=10.0.{i}.1"), "gcra", 1, 60, 0)
-    assert len(store._data) == 100
-    assert not (await store.rate_limit(key("ip=10.0.249.1"), "gcra", 1, 60, 0)).allowed
-    assert (await store.rate_limit(key("ip=10.0.0.1"), "gcra", 1, 60, 0)).allowed  # evicted
+    with pytest.raises(StateError):  # full of live keys: a new client is not counted
+        await store.rate_limit(key("ip=10.0.250.1"), "gcra", 1, 60, 0)
+    assert len(store._limits.entries) == 100
+    assert not (await store.rate_limit(key("ip=10.0.0.1"), "gcra", 1, 60, 0)).allowed
 
 
 # -- model test: the memory backend against plain reference implementations --------------------
