@@ -4,6 +4,7 @@ against an injectable clock, and the identity a verified token stands for."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -163,6 +164,26 @@ def check_aud(claims: Mapping[str, Any], auth: Auth, now: float) -> str:
     return f"audience {match!r}"
 
 
+# Upstream, X-User-Roles and X-User-Scopes are comma-joined lists, read by splitting at commas
+# and trimming: a value with a comma, or with spaces around it, would read as other values
+# there (and control characters become spaces on the way out).
+_AMBIGUOUS = re.compile(r"[,\x00-\x1f\x7f]|^\s|\s$")
+
+
+def check_grants(claims: Mapping[str, Any], auth: Auth, now: float) -> str:
+    """Every role and scope is one value in a comma-separated header; else the token is
+    refused (`malformed`) rather than granting upstream what the gateway never checked."""
+    for kind, values in (("role", roles_of(claims, auth)), ("scope", scopes_of(claims, auth))):
+        for value in values:
+            if _AMBIGUOUS.search(value) is not None:
+                raise TokenRejected(
+                    f"the {kind} {show(value)} has a comma, a control character or "
+                    f"surrounding spaces, so upstream it would read as other {kind}s",
+                    "malformed",
+                )
+    return "each role and scope is a single value"
+
+
 ClaimCheck = Callable[[Mapping[str, Any], Auth, float], str]
 CLAIM_CHECKS: tuple[tuple[str, ClaimCheck], ...] = (
     ("exp", check_exp),
@@ -170,6 +191,7 @@ CLAIM_CHECKS: tuple[tuple[str, ClaimCheck], ...] = (
     ("iat", check_iat),
     ("iss", check_iss),
     ("aud", check_aud),
+    ("grants", check_grants),
 )
 
 
@@ -194,17 +216,28 @@ def _words(value: Any, separators: str) -> tuple[str, ...]:
     return ()
 
 
-def identity_of(claims: Mapping[str, Any], auth: Auth) -> Identity:
-    """The Identity of (verified) claims."""
+def roles_of(claims: Mapping[str, Any], auth: Auth) -> tuple[str, ...]:
+    """A list of roles, or a string of them separated by commas or spaces."""
+    return _words(_claim(claims, auth.roles_claim), ",")
+
+
+def scopes_of(claims: Mapping[str, Any], auth: Auth) -> tuple[str, ...]:
+    """A list of scopes, or a string of them separated by spaces (RFC 8693 ``scope``); the
+    ``scp`` claim when the configured one is absent."""
     scopes = _claim(claims, auth.scopes_claim)
     if scopes is None:
         scopes = claims.get("scp")
+    return _words(scopes, "")
+
+
+def identity_of(claims: Mapping[str, Any], auth: Auth) -> Identity:
+    """The Identity of (verified) claims."""
     sub = claims.get("sub")
     jti = claims.get("jti")
     return Identity(
         sub=sub if isinstance(sub, str) else None,
-        roles=_words(_claim(claims, auth.roles_claim), ","),
-        scopes=_words(scopes, ""),
+        roles=roles_of(claims, auth),
+        scopes=scopes_of(claims, auth),
         claims=MappingProxyType(dict(claims)),
         jti=jti if isinstance(jti, str) else None,
         exp=time_claim(claims, "exp"),

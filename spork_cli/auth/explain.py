@@ -112,7 +112,7 @@ async def explain_checks(
     revoked: bool | None = None,
 ) -> list[Check]:
     """Every check of ``token`` in order: format, algorithm, key, signature, exp, nbf, iat,
-    iss, aud, revoked, roles, scopes.
+    iss, aud, grants (each role and scope one value), revoked, roles, scopes.
 
     Claim checks still run when the signature fails (on the unverified claims, and marked so).
     ``revoked`` is the caller's answer when it asked the state store itself; when None, the

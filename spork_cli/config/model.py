@@ -221,7 +221,10 @@ class Auth(Model):
     forward_claims: dict[str, HeaderName] = Field(
         default_factory=lambda: {"sub": "X-User-Id", "roles": "X-User-Roles"},
         description=(
-            "Claims sent upstream as headers. Clients can never set these headers themselves."
+            "Claims sent upstream as headers. Clients can never set these headers themselves, "
+            "in any spelling (case, `_` for `-`). A list is sent comma-joined, so a token whose "
+            "roles or scopes claim holds a value with a comma, a control character or "
+            "surrounding spaces is refused (401 `malformed`): one value never reads as two."
         ),
     )
     cache_size: int = Field(10_000, ge=0, description="Verified tokens remembered per process.")

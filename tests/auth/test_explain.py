@@ -34,6 +34,7 @@ ORDER = [
     "iat",
     "iss",
     "aud",
+    "grants",
     "revoked",
     "roles",
     "scopes",
