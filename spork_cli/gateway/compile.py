@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,7 +20,7 @@ from spork_cli.errors import ConfigError, StateError
 from spork_cli.gateway.forwarding import Forwarding
 from spork_cli.gateway.header_edits import compile_edits
 from spork_cli.gateway.proxy import forward
-from spork_cli.gateway.table import CompiledRoute, RouteTable
+from spork_cli.gateway.table import CompiledRoute, RouteTable, allowed_methods
 from spork_cli.gateway.upstream import ServicePool
 from spork_cli.headers import DEFAULT_IDENTITY_HEADERS, PROTECTED_RESPONSE, protected_request
 from spork_cli.middleware import Middleware, chain
@@ -157,7 +157,7 @@ async def compile_table(
             config=route,
             route_id=route.route_id,
             prefix=route.path,
-            methods=_methods(route.methods),
+            methods=allowed_methods(route.methods),
             pool=pool,
             forwarding=forwarding,
             max_body=route.max_body if route.max_body is not None else config.server.max_body,
@@ -255,16 +255,6 @@ async def _is_revoked(config: GatewayConfig, resources: Resources, jti: str) -> 
         if policy == "local" and resources.local is not None:
             return await resources.local.is_revoked(jti)
         return False
-
-
-def _methods(methods: Sequence[str]) -> frozenset[str] | None:
-    """None means any method; a route that takes GET takes HEAD too (RFC 9110, 9.3.2)."""
-    if not methods:
-        return None
-    allowed = set(methods)
-    if "GET" in allowed:
-        allowed.add("HEAD")
-    return frozenset(allowed)
 
 
 def _middlewares(
