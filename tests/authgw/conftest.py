@@ -31,6 +31,7 @@ from spork_cli.auth.verify import Verifier
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import TABLE, build_app
+from tests.support import assert_problem
 
 T = TypeVar("T")
 Client = TestClient[web.Request, web.Application]
@@ -43,7 +44,6 @@ ISSUER = "https://issuer.spork.test"
 AUDIENCE = "spork-tests"
 # The development default of the repo's gateway.toml (used when SPORK_JWT_SECRET is unset).
 REPO_SECRET = "spork-development-secret-change-me-0123456789"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}
 
 # One route per auth behaviour; every route goes to the echo upstream "svc".
 ROUTES: list[dict[str, Any]] = [
@@ -238,18 +238,7 @@ async def echoed(response: aiohttp.ClientResponse) -> dict[str, Any]:
     return body
 
 
-async def problem(response: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
-    """Assert the RFC 9457 shape of a gateway error and return the body."""
-    raw = await response.read()
-    assert response.status == status, raw
-    assert response.content_type == "application/problem+json", raw
-    assert b"Traceback" not in raw
-    body: dict[str, Any] = orjson.loads(raw)
-    assert PROBLEM_KEYS <= body.keys(), body
-    assert body["status"] == status
-    assert body["type"].startswith("urn:spork:problem:")
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    return body
+problem = assert_problem  # the name these tests know it by
 
 
 def parallel(*calls: Callable[[], T]) -> list[T]:

@@ -24,11 +24,10 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import build_app
-from tests.support import LOOPBACK, self_signed_certificate, serve_app
+from tests.support import LOOPBACK, assert_problem, self_signed_certificate, serve_app
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
-PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}
 
 
 @dataclass(frozen=True)
@@ -155,18 +154,7 @@ def gateway(aiohttp_client: ClientFactory) -> Gateway:
     return start
 
 
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    """Assert the RFC 9457 shape of a gateway error and return its body."""
-    raw = await response.read()
-    assert response.status == status, raw
-    assert response.headers["Content-Type"] == "application/problem+json"
-    body: dict[str, Any] = orjson.loads(raw)
-    assert PROBLEM_KEYS <= body.keys()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:spork:problem:")
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    assert response.headers["Server"] == "spork"
-    return body
+problem = assert_problem  # the name these tests know it by
 
 
 def cors_headers(headers: Any) -> dict[str, str]:

@@ -23,13 +23,11 @@ from aiohttp.test_utils import TestClient
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import TABLE, build_app
 from spork_cli.gateway.upstream import ServicePool
-from tests.support import LOOPBACK, serve_app
+from tests.support import LOOPBACK, assert_problem, serve_app
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 Gateway = Callable[[dict[str, Any]], Awaitable[Client]]
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}
 
 
 def config_of(data: dict[str, Any]) -> GatewayConfig:
@@ -76,20 +74,7 @@ async def json_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
     return data
 
 
-async def expect_problem(response: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
-    """Assert the RFC 9457 shape every gateway error has, and return the body."""
-    raw = await response.read()
-    assert response.status == status, raw
-    assert response.content_type == "application/problem+json"
-    assert b"Traceback" not in raw
-    body: dict[str, Any] = orjson.loads(raw)
-    assert PROBLEM_KEYS <= body.keys()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:spork:problem:")
-    assert body["title"] and body["detail"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    assert response.headers["Server"] == "spork"
-    return body
+expect_problem = assert_problem  # the name these tests know it by
 
 
 async def wait_until(

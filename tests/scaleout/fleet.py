@@ -22,10 +22,11 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
-from tests.authgw.conftest import AUDIENCE, ISSUER, PROBLEM_KEYS, SECRET, bearer, claims, sign
+from tests.authgw.conftest import AUDIENCE, ISSUER, SECRET, bearer, claims, sign
 from tests.conftest import CLI_ENV, StartSpork
 from tests.support import (
     LOOPBACK,
+    PROBLEM_KEYS,
     SporkRunner,
     SporkServer,
     Upstream,

@@ -6,6 +6,7 @@
 - ``upstream``: the one configurable upstream (records and echoes)
 - ``cli``: the CLI as a process; ``server``: `spork serve` as a process
 - ``config``: the gateway.toml builder; ``polling``: ``eventually``; ``tls``: certificates
+- ``problems``: ``assert_problem``, the one check of a gateway error
 
 Everything is re-exported here, so ``from tests.support import X`` works for every part.
 """
@@ -27,6 +28,7 @@ from tests.support.net import (
     wait_for_port,
 )
 from tests.support.polling import eventually
+from tests.support.problems import PROBLEM_KEYS, PROBLEM_TYPE, assert_problem
 from tests.support.processes import (
     Processes,
     child_pids,
@@ -51,6 +53,8 @@ __all__ = [
     "CLUSTER_BUS_OFFSET",
     "CLUSTER_SLOTS",
     "LOOPBACK",
+    "PROBLEM_KEYS",
+    "PROBLEM_TYPE",
     "PROJECT_ROOT",
     "RECORDED",
     "TCP_ESTABLISHED",
@@ -63,6 +67,7 @@ __all__ = [
     "SporkServer",
     "Upstream",
     "UpstreamFactory",
+    "assert_problem",
     "child_pids",
     "eventually",
     "free_cluster_ports",
