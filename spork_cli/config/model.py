@@ -174,7 +174,15 @@ class State(Model):
         description="Connections to each Redis node; requests are pipelined over them.",
     )
     max_keys: int = Field(
-        100_000, ge=100, description="Entries the memory backend keeps before evicting."
+        100_000,
+        ge=100,
+        description=(
+            "Memory backend: the most rate-limit keys it holds, and apart from them the most "
+            "cached responses. A replenished limiter key is dropped first; when all are live, "
+            "a new client key gets the route's `on_error` (the store counts as failing for "
+            "it) while known clients keep exact limits. Cached responses past it go least "
+            "recently used first. Breakers and revocations are never evicted."
+        ),
     )
     max_bytes: Size = Field(
         64 * 1024 * 1024,
