@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import TABLE, build_app
 from spork_cli.gateway.upstream import ServicePool
-from tests.support import LOOPBACK, assert_problem, serve_app
+from tests.support import LOOPBACK, assert_problem, eventually, serve_app
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -81,11 +80,7 @@ async def wait_until(
     condition: Callable[[], bool], timeout: float = 5.0, message: str = "condition"
 ) -> None:
     """Poll `condition` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{message} did not hold within {timeout}s")
-        await asyncio.sleep(0.02)
+    await eventually(condition, timeout=timeout, what=message)
 
 
 # --- small upstream apps -----------------------------------------------------------------------
