@@ -32,7 +32,7 @@ from tests.authgw.conftest import (
     unverified,
 )
 from tests.conftest import CLI_ENV, RepoConfig, StartSpork
-from tests.support import run_spork
+from tests.support import SporkRunner, run_spork
 
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"
 Result = subprocess.CompletedProcess[str]
@@ -259,7 +259,7 @@ def test_garbage_tokens_give_one_line_and_no_traceback(repo_config: RepoConfig) 
 # --- keygen ----------------------------------------------------------------------------------
 
 
-def keygen_round_trip(root: Path, alg: str) -> None:
+def keygen_round_trip(run_spork: SporkRunner, root: Path, alg: str) -> None:
     """keygen, then its printed lines as the whole [auth] of a gateway.toml, then mint and
     verify with that file. The config lives below the working directory, so the printed
     paths must be relative to the config file, not to where the command ran."""
@@ -307,9 +307,11 @@ def keygen_round_trip(root: Path, alg: str) -> None:
         assert private.read_bytes() == before
 
 
-def test_keygen_writes_keys_and_config_lines_that_work(tmp_path: Path) -> None:
-    parallel(*(partial(keygen_round_trip, tmp_path, alg) for alg in ("HS256", "RS256")))
-    parallel(*(partial(keygen_round_trip, tmp_path, alg) for alg in ("ES256", "EdDSA")))
+def test_keygen_writes_keys_and_config_lines_that_work(
+    tmp_path: Path, run_spork: SporkRunner
+) -> None:
+    for algs in (("HS256", "RS256"), ("ES256", "EdDSA")):
+        parallel(*(partial(keygen_round_trip, run_spork, tmp_path, alg) for alg in algs))
 
 
 # --- revoke with memory state ------------------------------------------------------------------
