@@ -109,7 +109,14 @@ class Server(Model):
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="CIDRs whose X-Forwarded-For / Forwarded headers are believed.",
+        description=(
+            "CIDRs whose X-Forwarded-For / Forwarded headers are believed: the client address "
+            "is the nearest untrusted hop of X-Forwarded-For, or of `Forwarded: for=` when "
+            "there is no X-Forwarded-For. Only these peers may send X-Real-IP, X-Client-IP, "
+            "True-Client-IP, X-Forwarded-Prefix/-Port/-Server, X-Original-URL, X-Rewrite-URL "
+            "and the method overrides (X-HTTP-Method-Override, X-HTTP-Method, "
+            "X-Method-Override); from anyone else they are dropped."
+        ),
         examples=[["127.0.0.1/32", "10.0.0.0/8"]],
     )
     merge_slashes: bool = Field(
@@ -126,6 +133,22 @@ class Server(Model):
             "since servers disagree on whether it separates segments; `keep` routes it as one "
             "opaque segment and forwards it encoded, for APIs that put slashes in names "
             "(an upstream that decodes it then sees other segments than the gateway matched)."
+        ),
+    )
+    underscores_in_headers: bool = Field(
+        False,
+        description=(
+            "Pass on client headers whose names contain `_`. Off (nginx's default) they are "
+            "dropped: CGI-style servers (WSGI, Rack, PHP) read `X_User_Id` as `X-User-Id`. "
+            "On, a name that reads as one the gateway sets or strips (identity, forwarding, "
+            "Host, Content-Length, Content-Type) is still dropped."
+        ),
+    )
+    allow_trace: bool = Field(
+        False,
+        description=(
+            "Pass TRACE requests on. Off, TRACE is a 405 problem: an upstream that echoes the "
+            "request would reflect its headers, cookies and tokens included."
         ),
     )
     timeouts: ServerTimeouts = Field(default_factory=ServerTimeouts)

@@ -100,6 +100,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         request[EDGE_HEADERS] = headers
         if route is not None and route.response_edits is not None:
             request[RESPONSE_EDITS] = route.response_edits
+        edge.forwarding.screen(request, route is not None)
         if refused is not None:
             raise HTTPProblem(400, refused.slug, str(refused))
         if request.method == "OPTIONS" and PREFLIGHT in request.headers:

@@ -126,6 +126,8 @@ async def compile_table(
         auth.forward_claims if auth is not None else DEFAULT_IDENTITY_HEADERS,
         auth.roles_claim if auth is not None else "roles",
         auth.scopes_claim if auth is not None else "scope",
+        underscores=config.server.underscores_in_headers,
+        trace=config.server.allow_trace,
     )
     # Before any pool opens: what can fail on a bad file fails with nothing to close.
     edge, validators = _edge(config, forwarding, resources.base_dir)

@@ -1,6 +1,11 @@
 """Headers on the way through: hop-by-hop removal, X-Forwarded-* and Forwarded (trusting
 only configured proxies), request ids and trace context, and verified claims sent upstream
-(never taken from a client)."""
+(never taken from a client, in any spelling).
+
+Before routing, ``Forwarding.screen`` refuses what an upstream could read another way than the
+gateway does: a ``Host`` that is not an RFC 3986 host (RFC 9112 section 3.2), more than one
+``Authorization``, and ``TRACE`` unless ``server.allow_trace``.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +45,26 @@ FORWARDING_HEADERS = frozenset(
 ) | {"traceparent"}
 
 
-# Request body encodings the aiohttp listener decodes before the gateway reads the body.
-INFLATED = frozenset(("gzip", "deflate", "br", "zstd"))
+# Headers some upstream frameworks or apps act on (the client's address, a path prefix, the
+# URL or the method to use instead of the real ones): only a trusted proxy may send them.
+PROXY_ONLY = frozenset(
+    h.lower()
+    for h in (
+        "X-Real-IP",
+        "X-Client-IP",
+        "True-Client-IP",
+        "X-Forwarded-Prefix",
+        "X-Forwarded-Port",
+        "X-Forwarded-Server",
+        "X-Original-URL",
+        "X-Rewrite-URL",
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    )
+)
+# Every method but TRACE: the Allow of a 405 for TRACE on a route that takes any method.
+ALLOW_BUT_TRACE = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
 
 
 class Forwarding:
@@ -53,24 +76,58 @@ class Forwarding:
         claims: Mapping[str, str],
         roles_claim: str = "roles",
         scopes_claim: str = "scope",
+        *,
+        underscores: bool = False,
+        trace: bool = False,
     ) -> None:
         self.roles_claim = roles_claim
         self.scopes_claim = scopes_claim
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted_proxies]
         # claim -> header: sent upstream for verified tokens, never taken from a client
         self.claims = tuple(claims.items())
+        self.underscores = underscores
+        self.trace = trace
         identity = frozenset(h.lower() for h in claims.values())
         self.strip_keep_length = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host", "expect"}
         self.strip = self.strip_keep_length | {"content-length"}
+        # From a client that is not a trusted proxy, the proxy-only headers go too.
+        self.strip_untrusted = self.strip | PROXY_ONLY
+        self.strip_keep_length_untrusted = self.strip_keep_length | PROXY_ONLY
+        # With underscores allowed, a name that CGI-style servers (WSGI, Rack, PHP) read as one
+        # of these still goes: they turn `X_User_Id` and `X-User-Id` into the same variable.
+        self.reserved = self.strip_untrusted | {"content-type"}
 
     def is_trusted(self, peer: str | None) -> bool:
         if not peer or not self.trusted:
             return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
+        address = parse_address(peer)
+        return address is not None and self.trusts(address)
+
+    def trusts(self, address: Address) -> bool:
         return any(address in net for net in self.trusted)
+
+    def screen(self, request: web.Request, routed: bool) -> None:
+        """Refuse, before any route sees it, a request that the gateway and an upstream could
+        read two ways: a 400 problem for a bad or missing ``Host`` or a second
+        ``Authorization``, a 405 for ``TRACE`` on a route (``routed``) unless allowed.
+
+        A second ``Host``, or none on HTTP/1.1, never gets here: aiohttp's parser refuses
+        those (400)."""
+        headers = request.headers
+        host = headers.get("Host")
+        if host is not None and not valid_host(host):
+            raise HTTPProblem(400, "bad-host", "the Host header is not a valid host[:port]")
+        if len(headers.getall("Authorization", ())) > 1:
+            raise HTTPProblem(
+                400, "bad-authorization", "the request has more than one Authorization header"
+            )
+        if routed and not self.trace and request.method == "TRACE":
+            raise HTTPProblem(
+                405,
+                "method-not-allowed",
+                "TRACE is not allowed here (server.allow_trace)",
+                headers={"Allow": ALLOW_BUT_TRACE},
+            )
 
     def upstream_headers(
         self,
@@ -82,22 +139,33 @@ class Forwarding:
         """The request headers for the upstream, Host included; Content-Length only when
         ``keep_length`` (a streamed body of known size), else the client sets its own."""
         incoming = request.headers
-        drop = self.strip if not keep_length else self.strip_keep_length
+        peer = request.remote or ""
+        trusted = bool(self.trusted) and self.is_trusted(peer)
+        if trusted:
+            drop = self.strip if not keep_length else self.strip_keep_length
+        else:
+            drop = self.strip_untrusted if not keep_length else self.strip_keep_length_untrusted
         connection = incoming.get("Connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
-        if incoming.get("Content-Encoding", "").strip().lower() in INFLATED:
-            # The listener hands over the body inflated: what goes upstream is plain bytes, of
-            # a length nobody knows before the end.
-            drop = drop | {"content-encoding", "content-length"}
-        items = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
-        peer = request.remote or ""
-        trusted = bool(self.trusted) and self.is_trusted(peer)
+        underscores = self.underscores
+        reserved = self.reserved
+        items = [
+            (k, v)
+            for k, v in incoming.items()
+            if (name := k.lower()) not in drop
+            # nginx's `underscores_in_headers off`: such names go, unless allowed
+            and ("_" not in name or (underscores and name.replace("_", "-") not in reserved))
+        ]
         scheme = request.scheme
         host = incoming.get("Host", "")
-        node = f'"[{peer}]"' if ":" in peer else peer
+        node = f'"[{peer}]"' if ":" in peer else peer or "unknown"
+        # RFC 7239 section 4: a value that is not a token is a quoted-string, `"` and `\`
+        # escaped. screen() refuses such a Host anyway; this keeps it one parameter regardless.
         element = (
-            f'for={node};proto={scheme};host="{host}"' if host else f"for={node};proto={scheme}"
+            f"for={node};proto={scheme};host={quoted(host)}"
+            if host
+            else f"for={node};proto={scheme}"
         )
         if trusted:
             prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ()))
@@ -131,6 +199,98 @@ class Forwarding:
         items.append(("traceparent", traceparent(incoming.get("traceparent"))))
         items.append(("Host", host if preserve_host and host else endpoint.authority))
         return items
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    """The address ``text`` names, an IPv4-mapped IPv6 one (``::ffff:1.2.3.4``, as a
+    dual-stack socket reports IPv4 peers) as the IPv4 address it is; None when not one."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+# One parameter of a Forwarded element (RFC 7239 section 4): a token, `=`, a token or a
+# quoted-string; then `;` (next parameter), `,` (next element) or the end.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_FORWARDED_PAIR = re.compile(
+    rf"[ \t]*({_TOKEN}+)=(" r'"(?:[^"\\]|\\.)*"' rf"|{_TOKEN}*)[ \t]*([;,]|$)"
+)
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def forwarded_for(values: Iterable[str]) -> list[str | None]:
+    """The node of each element of ``Forwarded`` field values, in order: its address as text
+    (quotes, brackets and port removed), or None for an element without one (no ``for=``,
+    ``unknown``, an obfuscated ``_name``). A value that does not parse ends the list with a
+    None: what follows cannot be told apart from what a client wrote."""
+    nodes: list[str | None] = []
+    for value in values:
+        pos, end, node = 0, len(value), None
+        while pos < end:
+            match = _FORWARDED_PAIR.match(value, pos)
+            if match is None:
+                nodes.append(None)
+                return nodes
+            name, raw, sep = match.groups()
+            if name.lower() == "for":
+                node = _node(_ESCAPE.sub(r"\1", raw[1:-1]) if raw[:1] == '"' else raw)
+            if sep != ";":
+                nodes.append(node)
+                node = None
+            pos = match.end()
+    return nodes
+
+
+def _node(text: str) -> str | None:
+    """The address of a `for=` node: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]``, ``[::1]:80``."""
+    if text[:1] == "[":
+        text = text[1 : text.find("]")]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text if parse_address(text) is not None else None
+
+
+# RFC 3986 section 3.2.2: reg-name (which covers IPv4address) or IP-literal, then an optional
+# port. Percent-encodings and IPv6 addresses are checked further in valid_host().
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*"
+    r"|\[(?P<v6>[0-9A-Fa-f:.]+)\]"
+    r"|\[[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\])"
+    r"(?::[0-9]*)?"
+)
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is a Host field value RFC 9112 section 3.2 allows: ``uri-host [":"
+    port]``, empty included (a target without an authority)."""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    if "%" in host and _BAD_PERCENT.search(host) is not None:
+        return False
+    v6 = match.group("v6")
+    if v6 is not None:
+        try:
+            ipaddress.IPv6Address(v6)
+        except ValueError:
+            return False
+    return True
+
+
+_QUOTED = re.compile(r'(["\\])')
+
+
+def quoted(value: str) -> str:
+    """An RFC 9110 quoted-string (section 5.6.4) of ``value``: `"` and backslash escaped."""
+    return '"' + _QUOTED.sub(r"\\\1", value) + '"'
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -3,12 +3,12 @@ headers (DESIGN section 6) on every response of a limited route."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from spork_cli.errors import StateError
+from spork_cli.gateway.forwarding import forwarded_for, parse_address
 from spork_cli.gateway.metrics import METRICS
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
@@ -22,19 +22,29 @@ if TYPE_CHECKING:
 
 
 def client_ip(request: web.Request, forwarding: Forwarding) -> str:
-    """The client's address: the peer, or behind trusted proxies the nearest untrusted hop
-    of X-Forwarded-For (read right to left, so a client cannot pick its own address)."""
+    """The client's address: the peer, or behind trusted proxies the nearest untrusted hop of
+    X-Forwarded-For, or of ``Forwarded: for=`` when no X-Forwarded-For came (both read right to
+    left, so a client cannot pick its own address). An IPv4-mapped IPv6 address
+    (``::ffff:1.2.3.4``) is the IPv4 address, so one client has one key."""
     peer = request.remote or ""
-    if not forwarding.trusted or not forwarding.is_trusted(peer):
-        return peer
-    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
-    for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            break
-        if not forwarding.is_trusted(hop):
-            return hop
+    if forwarding.trusted and forwarding.is_trusted(peer):
+        incoming = request.headers
+        sent = incoming.getall("X-Forwarded-For", ())
+        hops = (
+            [h.strip() for v in sent for h in v.split(",")]
+            if sent
+            else forwarded_for(incoming.getall("Forwarded", ()))
+        )
+        for hop in reversed(hops):
+            address = parse_address(hop) if hop else None
+            if address is None:
+                break
+            if not forwarding.trusts(address):
+                return str(address)
+    if peer[:7].lower() == "::ffff:":
+        address = parse_address(peer)
+        if address is not None:
+            return str(address)
     return peer
 
 
