@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate gateway.toml files: schema and semantic checks, offline."""
         from spork_cli.config.lint import check_file
+        from spork_cli.config.mask import mask_loaded
         from spork_cli.errors import UsageError
 
         if as_json and format not in (None, Format.json):
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
         unreadable: list[str] = []
         for file in targets:
             try:
-                results.append(check_file(str(file)))
+                # Every format shows the file only with its secrets masked.
+                results.append(mask_loaded(check_file(str(file))))
             except UsageError as exc:
                 unreadable.append(str(exc))
         diagnostics = [d for r in results for d in r.diagnostics]

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from spork_cli.config.mask import masker_for_file
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, SporkError
 from spork_cli.gateway.app import TABLE, TableHolder
@@ -122,18 +123,23 @@ class Reloader:
             if self.holder.prepare is not None:
                 new = self.holder.prepare(new)
         except ConfigError as exc:
+            # What is logged and kept for /api/reloads never holds a secret of the file.
+            masker = await loop.run_in_executor(None, masker_for_file, self.file)
+            found = [masker.diagnostic(d) for d in exc.diagnostics]
             log.error(
                 "reload failed: config invalid, still serving the previous one",
-                errors=[d.one_line() for d in exc.diagnostics] or [exc.message],
+                errors=[d.one_line() for d in found] or [masker.scrub(exc.message)],
             )
             result.update(
                 result="invalid",
-                errors=[d.as_dict() for d in exc.diagnostics] or [{"message": exc.message}],
+                errors=[d.as_dict() for d in found] or [{"message": masker.scrub(exc.message)}],
             )
             return result
         except SporkError as exc:
-            log.error("reload failed, still serving the previous config", error=exc.message)
-            result.update(result="error", errors=[{"message": exc.message}])
+            masker = await loop.run_in_executor(None, masker_for_file, self.file)
+            message = masker.scrub(exc.message)
+            log.error("reload failed, still serving the previous config", error=message)
+            result.update(result="error", errors=[{"message": message}])
             return result
         current = self.holder.current
         restart = static_changes(current.config, new)
@@ -147,10 +153,12 @@ class Reloader:
         try:
             table = await compile_table(new, current, self.holder.resources)
         except (SporkError, OSError, ValueError) as exc:
+            masker = await loop.run_in_executor(None, masker_for_file, self.file, new)
+            message = masker.scrub(str(exc))
             log.error(
-                "reload failed while compiling, still serving the previous config", error=str(exc)
+                "reload failed while compiling, still serving the previous config", error=message
             )
-            result.update(result="error", errors=[{"message": str(exc)}])
+            result.update(result="error", errors=[{"message": message}])
             return result
         self.holder.current = table
         self.fingerprint = mark
