@@ -69,7 +69,11 @@ def load_to_run(path: Path, doing: str = "") -> GatewayConfig:
     try:
         return load(path)
     except ConfigError as exc:
-        raise UsageError(f"{doing}{exc.message} (spork check {path} shows all)") from exc
+        from spork_cli.config.mask import masker_for_file
+
+        # The first finding is printed as it stands: without the file's secrets.
+        message = masker_for_file(path).scrub(exc.message)
+        raise UsageError(f"{doing}{message} (spork check {path} shows all)") from exc
 
 
 # Typer prints each parameter's Python type beside it in help (`<bool>` for a flag, even

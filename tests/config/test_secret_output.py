@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from spork_cli.cli import app
 from spork_cli.config.mask import Masker
+from spork_cli.errors import UsageError
 from tests.conftest import StartSpork
 from tests.support import Upstream, eventually, free_ports, gateway_toml, replace_file
 
@@ -52,6 +53,22 @@ def test_spork_check_never_prints_a_secret(tmp_path: Path, name: str, output: st
     result = CliRunner().invoke(app, ["check", "-f", output, str(file)], env=PLAIN)
     assert result.exit_code == 1, result.output  # the diagnostic is still reported
     printed = result.stdout + result.stderr
+    assert [s for s in secrets_of(name) if s in printed] == []
+
+
+@pytest.mark.parametrize("command", [["serve", "--no-reload"], ["routes"], ["health"]])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_command_refusing_an_invalid_file_names_no_secret(
+    tmp_path: Path, name: str, command: list[str]
+) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text(CONFIGS[name])
+    result = CliRunner().invoke(app, [*command, "-c", str(file)], env=PLAIN)
+    # Refused with the one line the console entry point prints (exit 2).
+    assert isinstance(result.exception, UsageError), result.output
+    assert result.exception.exit_code == 2
+    printed = result.stdout + result.stderr + str(result.exception)
+    assert "spork check" in printed
     assert [s for s in secrets_of(name) if s in printed] == []
 
 
