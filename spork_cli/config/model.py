@@ -33,6 +33,9 @@ OnError = Literal["open", "closed", "local"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 HEADER_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 HeaderName = Annotated[str, Field(pattern=HEADER_PATTERN)]
+# A name or an address as written in a Host header: `name`, `1.2.3.4`, `[::1]`, each with an
+# optional `:port`.
+HOST_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$"
 Status = Annotated[int, Field(ge=100, le=599)]
 
 
@@ -157,13 +160,44 @@ class Server(Model):
 class Admin(Model):
     """The admin listener: health, metrics, admin API and dashboard (static)."""
 
-    enabled: bool = Field(True, description="Serve the admin listener at all.")
+    enabled: bool = Field(
+        True,
+        description=(
+            "Serve the admin listener at all. It takes a change (a POST) only as "
+            "`Content-Type: application/json` and, from a browser, only from its own origin "
+            "(else 415 or 403), so no other web page can make one."
+        ),
+    )
     host: str = Field("127.0.0.1", description="Address of the admin listener.")
     port: int = Field(9901, ge=1, le=65535, description="Port of the admin listener.")
     token: SecretStr | None = Field(
         None,
-        description="Bearer token required by the admin API when set.",
+        description=(
+            "Bearer token required by every admin endpoint but `/health`, `/health/ready` and "
+            "the dashboard page itself (which asks for it) when set."
+        ),
         examples=["${SPORK_ADMIN_TOKEN}"],
+    )
+    allowed_hosts: list[Annotated[str, Field(pattern=HOST_PATTERN)]] = Field(
+        default_factory=list,
+        description=(
+            "More names the admin listener answers to in `Host`, besides `127.0.0.1`, "
+            "`localhost`, `[::1]` and `host` at `port`: a name alone allows any port, "
+            "`name:port` that port only. Any other `Host` is a 403, so a DNS-rebinding page "
+            "cannot read the admin API."
+        ),
+        examples=[["spork-admin.internal", "localhost:19901"]],
+    )
+    metrics_public: bool = Field(
+        False, description="Serve the metrics without the token (for a scraper that has none)."
+    )
+    insecure_public: bool = Field(
+        False,
+        description=(
+            "Allow a `host` beyond loopback without a `token`: anyone who reaches the port can "
+            "then open breakers, reset limits and revoke tokens. Without it `spork check` "
+            "reports such a config as an error and `spork serve` refuses to start."
+        ),
     )
 
 

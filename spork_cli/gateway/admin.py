@@ -1,13 +1,11 @@
-"""The admin listener: health, the read-only admin API, metrics and the dashboard.
+"""The admin listener: health, the admin API, metrics and the dashboard.
 
-Everything under ``/api/`` needs the admin token when one is set. The dashboard page and its
-assets carry no data (the page fetches ``/api/*`` and the metrics itself), so they are open.
+Who it answers (Host, origin, content type, token) is decided in ``admin_guard``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +15,7 @@ from aiohttp import web
 
 from spork_cli.config.redact import Redactor, redact_url
 from spork_cli.errors import StateError
-from spork_cli.gateway.app import TABLE, TableHolder
+from spork_cli.gateway.app import SERVER, TABLE, TableHolder
 
 if TYPE_CHECKING:
     from spork_cli.gateway.upstream import ServicePool
@@ -169,32 +167,40 @@ def problem(status: int, slug: str, detail: str) -> web.Response:
     return problem_response(status, slug, detail)
 
 
-def _token_guard(token: str | None) -> Any:
-    @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        # Liveness and readiness stay open for orchestrators; the API needs the token.
-        if token is not None and request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return problem(401, "admin-token", "the admin API needs its bearer token")
-        try:
-            response: web.StreamResponse = await handler(request)
-        except _Starting:
-            return problem(503, "starting", "the gateway is still starting")
-        return response
+@web.middleware
+async def _while_starting(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except _Starting:
+        return problem(503, "starting", "the gateway is still starting")
+    return response
 
-    return guard
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 def build_admin_app(gateway: web.Application, token: str | None = None) -> web.Application:
-    """The admin app for the gateway app ``gateway``; start the gateway first, so the metrics
-    settings are read from its table (else the defaults apply)."""
-    from spork_cli.config.model import Metrics
+    """The admin app for the gateway app ``gateway``, guarded by ``token`` when given; start
+    the gateway first, so the ``[admin]`` and ``[metrics]`` settings are read from its table
+    (else the defaults apply)."""
+    from spork_cli.config.model import Admin, Metrics
+    from spork_cli.gateway.admin_guard import Guard
     from spork_cli.gateway.admin_state import add_state_api
     from spork_cli.gateway.dashboard import add_dashboard
     from spork_cli.gateway.metrics import metrics_handler
 
-    app = web.Application(middlewares=[_token_guard(token)])
+    holder = gateway.get(TABLE)
+    # Read once: both sections are static, so a reload changes neither the listener's routes
+    # nor who it answers.
+    settings = holder.current.config.admin if holder is not None else Admin()
+    metrics = holder.current.config.metrics if holder is not None else Metrics()
+    open_paths = {"/", "/dashboard/{name}"}  # constant files; the page asks for the token
+    if settings.metrics_public:
+        open_paths.add(metrics.path)
+    guard = Guard.of(token, settings.host, settings.allowed_hosts, open_paths)
+    app = web.Application(middlewares=[guard.middleware(), _while_starting])
+    app.on_response_prepare.append(_server_header)
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
@@ -204,9 +210,6 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
     app.router.add_get("/api/services", api_services)
     app.router.add_get("/api/config", api_config)
     app.router.add_get("/api/reloads", api_reloads)
-    holder = gateway.get(TABLE)
-    # Read once: the listener's routes are fixed, so a reload cannot move the metrics.
-    metrics = holder.current.config.metrics if holder is not None else Metrics()
     metrics_path = ""
     if metrics.enabled:
         taken = {r.canonical for r in app.router.resources()} | {"/"}

@@ -46,6 +46,14 @@ class Admin:
             data: dict[str, Any] = orjson.loads(body)
             return data
 
+    async def post(self, path: str, body: object = None, status: int = 200) -> dict[str, Any]:
+        """A state-changing request as the CLI sends it: JSON, no Origin."""
+        async with self.admin.post(path, json=body or {}, headers=self.headers()) as response:
+            text = await response.read()
+            assert response.status == status, text
+            data: dict[str, Any] = orjson.loads(text)
+            return data
+
     async def reload(self, text: str) -> dict[str, object]:
         """Write ``text`` as the config file and reload it (no watcher in process)."""
         replace_file(self.config_file, text)

@@ -160,7 +160,8 @@ async def traffic(http: aiohttp.ClientSession, server: SporkServer) -> AsyncIter
 
 async def scrape(http: aiohttp.ClientSession, server: SporkServer) -> dict[str, float]:
     """Sums of spork_requests_total from /metrics: all, the 5xx part, and per route."""
-    async with http.get(f"{server.admin_url}/metrics") as response:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(f"{server.admin_url}/metrics", headers=headers) as response:
         assert response.status == 200, await response.text()
         text = await response.text()
     sums: dict[str, float] = {"total": 0.0, "5xx": 0.0}
@@ -301,7 +302,7 @@ async def test_the_dashboard_shows_live_state_in_a_browser(
     # Live: a breaker forced open shows without reloading the page.
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{server.admin_url}/api/breakers?service=flaky&action=open"
-    async with http.post(url, headers=headers) as forced:
+    async with http.post(url, json={}, headers=headers) as forced:
         assert forced.status == 200
 
     async def opened() -> bool:

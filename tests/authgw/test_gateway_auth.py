@@ -582,7 +582,8 @@ async def test_admin_revocation_api_checks_its_token_and_input(
     for bad in ({"ttl": 5}, {"jti": "", "ttl": 5}, {"jti": "x", "ttl": -1}, [1]):
         response = await admin.post("/api/revocations", json=bad, headers=good)
         await problem_plain(response, 400)
-    response = await admin.post("/api/revocations", data=b"{not json", headers=good)
+    as_json = {**good, "Content-Type": "application/json"}
+    response = await admin.post("/api/revocations", data=b"{not json", headers=as_json)
     await problem_plain(response, 400)
     response = await admin.post("/api/revocations", json={"jti": "x", "ttl": 5}, headers=good)
     assert response.status == 200

@@ -555,7 +555,7 @@ async def test_stats_count_hits_misses_stores_and_entries(
 
 
 async def purge(admin: Client, **params: str) -> int:
-    async with admin.post("/api/cache/purge", params=params) as response:
+    async with admin.post("/api/cache/purge", params=params, json={}) as response:
         assert response.status == 200, await response.text()
         deleted: int = (await response.json())["deleted"]
         return deleted
@@ -608,7 +608,7 @@ async def test_purge_of_a_route_empties_it_and_keeps_its_counters(
     row = await lookups(admin)
     assert (row["entries"], row["misses"], row["stores"]) == (0, 3, 3)
     assert [(await fetch(client, at(n))).cache for n in ("e1", "e2", "e3")] == ["MISS"] * 3
-    async with admin.post("/api/cache/purge", params={"route": "nope"}) as response:
+    async with admin.post("/api/cache/purge", params={"route": "nope"}, json={}) as response:
         assert response.status == 404
 
 
