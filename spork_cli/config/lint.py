@@ -528,15 +528,38 @@ def _server(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
         yield loaded.diag(
             ("admin", "port"), "port-clash", "the admin listener uses the gateway's own port"
         )
-    if config.admin.enabled and config.admin.host not in ("127.0.0.1", "::1", "localhost"):
-        if config.admin.token is None:
-            yield loaded.diag(
-                ("admin", "host"),
-                "admin-exposed",
-                "the admin listener is reachable beyond loopback without a token",
-                severity="warning",
-                hint='set admin.token = "${SPORK_ADMIN_TOKEN}"',
-            )
+    exposed = admin_exposure(config)
+    if exposed is not None:
+        yield loaded.diag(("admin", "host"), "admin-exposed", exposed, hint=ADMIN_EXPOSED_HINT)
+
+
+ADMIN_EXPOSED_HINT = (
+    'set admin.token = "${SPORK_ADMIN_TOKEN}", bind admin.host to 127.0.0.1, '
+    "or set admin.insecure_public = true if the network is yours alone"
+)
+
+
+def admin_exposure(config: GatewayConfig) -> str | None:
+    """Why the admin listener would take changes from anyone on the network, or None.
+
+    `spork serve` refuses to start for the same reason `spork check` reports it.
+    """
+    admin = config.admin
+    if not admin.enabled or admin.insecure_public:
+        return None
+    if admin.token is not None and admin.token.get_secret_value():
+        return None  # (an empty one, from `${VAR:-}`, guards nothing)
+    if admin.host.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(admin.host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name: it may resolve to any address
+    return (
+        f"the admin listener on {admin.host} is reachable beyond loopback without a token: "
+        "anyone who reaches it can open breakers, reset limits and revoke tokens"
+    )
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

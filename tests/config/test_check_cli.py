@@ -254,7 +254,7 @@ def test_json_keeps_warnings_and_errors_apart(tmp_path: Path) -> None:
     assert {(d["code"], d["severity"]) for d in found} == {
         ("per-worker-state", "warning"),
         ("port-clash", "error"),
-        ("admin-exposed", "warning"),
+        ("admin-exposed", "error"),
     }
 
 

@@ -639,7 +639,7 @@ CASES: dict[str, tuple[str, dict[str, bytes | None], list[Where]]] = {
         host = "0.0.0.0"
         """,
         {},
-        [("admin-exposed", "warning", "admin.host", 2, 8)],
+        [("admin-exposed", "error", "admin.host", 2, 8)],
     ),
 }
 
