@@ -113,7 +113,8 @@ async def run(
         admin_url = None
         if serve_admin and config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
-            admin = web.AppRunner(build_admin_app(app, token), access_log=None, shutdown_timeout=1)
+            # Its own errors (a malformed request) are problem+json without aiohttp's Server.
+            admin = GatewayRunner(build_admin_app(app, token), access_log=None, shutdown_timeout=1)
             await admin.setup()
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
             admin_url = f"http://{_host(config.admin.host)}:{config.admin.port}"

@@ -86,6 +86,7 @@ async def _supervise(
     """Run the workers until SIGTERM/SIGINT; the exit code to end with."""
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.protocol import GatewayRunner
     from spork_cli.gateway.reload import RELOADER
     from spork_cli.gateway.server import _start_site
     from spork_cli.gateway.startup import start_checks, stop_checks
@@ -119,7 +120,7 @@ async def _supervise(
         checks = start_checks(shadow_app)  # once here, not in every worker
         if config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
-            admin = web.AppRunner(build_admin_app(shadow.app, token), access_log=None)
+            admin = GatewayRunner(build_admin_app(shadow.app, token), access_log=None)
             await admin.setup()
             runners.insert(0, admin)
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
