@@ -1,16 +1,15 @@
-"""Helpers for the response cache tests: an origin the test shapes through the query string,
-an in-process gateway with its admin API, and a short way to read what a response said.
+"""Helpers for the response cache tests: the origin (the suite's `Upstream`, shaped through the
+query string), an in-process gateway with its admin API, and a short way to read what a
+response said.
 
-The origin is a real HTTP server on loopback. It counts the requests it answers per path and
-query, so a test can tell a cache hit (the origin was not asked) from a miss.
+The origin counts the requests it answers per path, so a test can tell a cache hit (the origin
+was not asked) from a miss.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,138 +23,32 @@ from multidict import CIMultiDictProxy
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
-from tests.support import LOOPBACK, serve_app
+from tests.support import Upstream
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 ROUTE = "c"  # the cached route's name, so its state keys are {cache:c}
-PATTERN = bytes(range(256)) * 64  # 16 KiB that is not all one byte
-
-
-def pattern_bytes(size: int) -> bytes:
-    repeats, rest = divmod(size, len(PATTERN))
-    return PATTERN * repeats + PATTERN[:rest]
 
 
 def at(name: str, *headers: str, status: int | None = None, kind: str = "r", **query: str) -> str:
-    """``/<kind>/<name>`` asking the origin for ``headers`` ("Name: value") and ``status``."""
-    params: list[tuple[str, str]] = [("h", h) for h in headers]
+    """``/<kind>/<name>`` asking the origin for ``headers`` ("Name: value") and ``status``.
+
+    ``kind`` is a route of `Upstream`: ``r`` echoes, ``hold`` echoes once ``gate`` is set,
+    ``bytes`` sends ``size=N`` bytes (with a Content-Length when ``length=1``). Each name is
+    a resource of its own: ``origin.calls(at(name))`` (query aside) counts what reached it.
+    """
+    params: list[tuple[str, str]] = [("respond-header", h) for h in headers]
     if status is not None:
-        params.append(("status", str(status)))
+        params.append(("respond-status", str(status)))
     params += list(query.items())
     return f"/{kind}/{name}" + (f"?{urlencode(params)}" if params else "")
 
 
-@dataclass
-class Origin:
-    """A real server on loopback whose answers the test shapes.
-
-    ``/r/<name>``: status from ``status=``, one response header per ``h=Name:value``, and a
-    JSON body with the request's path, how many times ``name`` was asked (``n``) and the
-    headers a variant or a user is told apart by. ``/big/<name>?size=N&mode=length|chunked``:
-    N bytes, with a Content-Length or chunked. ``/hold/<name>``: like ``/r/<name>``, once
-    ``gate`` is set. ``/sse/<name>``: an event stream (``no-cache``), one event at once and
-    the last once ``gate`` is set. Requests are counted per ``name``, whatever the query.
-    """
-
-    host: str = LOOPBACK
-    port: int = 0
-    calls: Counter[str] = field(default_factory=Counter)
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    _runner: web.AppRunner | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
-
-    def asked(self, name: str) -> int:
-        """Requests for ``/<kind>/<name>`` that reached the origin."""
-        return self.calls[name]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/r/{tail:.*}", self.shaped)
-        app.router.add_get("/big/{tail:.*}", self.big)
-        app.router.add_route("*", "/hold/{tail:.*}", self.hold)
-        app.router.add_get("/sse/{tail:.*}", self.sse)
-        self._runner, self.port = await serve_app(app, self.host, self.port)
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    def _count(self, request: web.Request) -> int:
-        name = request.match_info["tail"]
-        self.calls[name] += 1
-        return self.calls[name]
-
-    async def shaped(self, request: web.Request) -> web.Response:
-        return self._answer(request, self._count(request))
-
-    def _answer(self, request: web.Request, n: int) -> web.Response:
-        headers: list[tuple[str, str]] = []
-        for spec in request.query.getall("h", ()):
-            name, _, value = spec.partition(":")
-            headers.append((name.strip(), value.strip()))
-        body = {
-            "path": request.path_qs,
-            "n": n,
-            "method": request.method,
-            "user": request.headers.get("X-User-Id"),
-            "roles": request.headers.get("X-User-Roles"),
-            "lang": request.headers.get("Accept-Language"),
-        }
-        response = web.Response(
-            status=int(request.query.get("status", "200")),
-            body=orjson.dumps(body),
-            content_type="application/json",
-        )
-        for name, value in headers:
-            response.headers.add(name, value)
-        return response
-
-    async def big(self, request: web.Request) -> web.StreamResponse:
-        self._count(request)
-        size = int(request.query["size"])
-        response = web.StreamResponse()
-        response.content_type = "application/octet-stream"
-        if request.query.get("mode") == "length":
-            response.content_length = size
-        else:
-            response.enable_chunked_encoding()
-        await response.prepare(request)
-        body = pattern_bytes(size)
-        for start in range(0, size, 4096):
-            await response.write(body[start : start + 4096])
-        await response.write_eof()
-        return response
-
-    async def hold(self, request: web.Request) -> web.Response:
-        n = self._count(request)
-        await self.gate.wait()
-        return self._answer(request, n)
-
-    async def sse(self, request: web.Request) -> web.StreamResponse:
-        n = self._count(request)
-        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
-        response.content_type = "text/event-stream"
-        await response.prepare(request)
-        await response.write(f"data: {n}\n\n".encode())
-        await self.gate.wait()
-        await response.write(b"data: last\n\n")
-        await response.write_eof()
-        return response
-
-
 @pytest.fixture
-async def origin() -> AsyncIterator[Origin]:
-    server = Origin()
+async def origin() -> AsyncIterator[Upstream]:
+    """The cached service: an `Upstream` that counts the requests for each path (``n``)."""
+    server = Upstream("origin")
     await server.start()
     try:
         yield server

@@ -22,11 +22,12 @@ from aiohttp import web
 from spork_cli.config.load import load_config
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
-from tests.cache.conftest import ROUTE, Client, ClientFactory, Origin, fetch
+from tests.cache.conftest import ROUTE, Client, ClientFactory, fetch
 from tests.conftest import StartSpork
 from tests.support import (
     LOOPBACK,
     SporkRunner,
+    Upstream,
     free_port,
     free_ports,
     gateway_toml,
@@ -131,7 +132,7 @@ async def check_stats_and_purge(
 
 async def test_stats_and_purge_straight_from_redis(
     tmp_path: Path,
-    origin: Origin,
+    origin: Upstream,
     aiohttp_client: ClientFactory,
     run_spork: SporkRunner,
     redis_url: str,
@@ -143,7 +144,7 @@ async def test_stats_and_purge_straight_from_redis(
 
 async def test_stats_and_purge_through_the_running_gateway_with_memory_state(
     tmp_path: Path,
-    origin: Origin,
+    origin: Upstream,
     spork_server: StartSpork,
     run_spork: SporkRunner,
     http: aiohttp.ClientSession,
@@ -154,7 +155,7 @@ async def test_stats_and_purge_through_the_running_gateway_with_memory_state(
 
 
 async def test_an_empty_key_never_purges_everything(
-    tmp_path: Path, origin: Origin, aiohttp_client: ClientFactory, run_spork: SporkRunner
+    tmp_path: Path, origin: Upstream, aiohttp_client: ClientFactory, run_spork: SporkRunner
 ) -> None:
     config = write_config(tmp_path, origin.url)
     client = await aiohttp_client(build_app(load_config(config.path)))

@@ -23,13 +23,11 @@ from tests.cache.conftest import (
     Answer,
     Client,
     Gateway,
-    Origin,
     at,
     cached_config,
     fetch,
-    pattern_bytes,
 )
-from tests.support import RedisServer, eventually
+from tests.support import RedisServer, Upstream, eventually, pattern_bytes
 
 AdminApi = Callable[[Client], Awaitable[Client]]
 KEY_SHAPE = r"^[0-9a-f]{16}:[0-9a-f]{16}$"
@@ -67,7 +65,7 @@ async def twice(client: Client, path: str, **headers: str) -> tuple[Answer, Answ
 
 
 async def test_miss_then_hit_with_the_same_body_and_an_age(
-    origin: Origin, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
     first, second = await twice(client, at("a"))
@@ -79,11 +77,11 @@ async def test_miss_then_hit_with_the_same_body_and_an_age(
     assert second.age is not None and 0 <= second.age <= 1
     assert second.headers["X-Cache-Key"] == first.headers["X-Cache-Key"]
     assert re.match(KEY_SHAPE, first.headers["X-Cache-Key"])
-    assert origin.asked("a") == 1
+    assert origin.calls("/r/a") == 1
 
 
 async def test_age_grows_while_the_entry_is_served(
-    origin: Origin, gateway: Gateway, redis_url: str
+    origin: Upstream, gateway: Gateway, redis_url: str
 ) -> None:
     client = await gateway(cached_config(origin.url, state={"backend": "redis", "url": redis_url}))
     first = await fetch(client, at("grows"))
@@ -98,10 +96,12 @@ async def test_age_grows_while_the_entry_is_served(
 
     await eventually(older, timeout=3, interval=0.1, what="Age reaching 1")
     assert ages == sorted(ages) and ages[0] == 0
-    assert origin.asked("grows") == 1
+    assert origin.calls("/r/grows") == 1
 
 
-async def test_an_upstream_age_is_part_of_the_age_served(origin: Origin, gateway: Gateway) -> None:
+async def test_an_upstream_age_is_part_of_the_age_served(
+    origin: Upstream, gateway: Gateway
+) -> None:
     client = await gateway(cached_config(origin.url))
     path = at("aged", "Cache-Control: max-age=60", "Age: 5")
     _, hit = await twice(client, path)
@@ -110,7 +110,7 @@ async def test_an_upstream_age_is_part_of_the_age_served(origin: Origin, gateway
 
 
 async def test_an_entry_expires_after_the_ttl(
-    origin: Origin, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, {"ttl": "400ms"}, state=state))
     first, second = await twice(client, at("brief"))
@@ -122,11 +122,11 @@ async def test_an_entry_expires_after_the_ttl(
 
     await eventually(expired, timeout=3, interval=0.05, what="the entry expiring")
     assert time.monotonic() - stored >= 0.3
-    assert origin.asked("brief") == 2
+    assert origin.calls("/r/brief") == 2
 
 
 async def test_a_max_age_shorter_than_the_ttl_expires_first(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(cached_config(origin.url, {"ttl": "30s"}))
     path = at("short", "Cache-Control: max-age=1")
@@ -151,7 +151,7 @@ async def test_a_max_age_shorter_than_the_ttl_expires_first(
     ],
 )
 async def test_upstream_freshness_only_shortens_the_route_ttl(
-    origin: Origin,
+    origin: Upstream,
     gateway: Gateway,
     redis_url: str,
     redis_client: redis.Redis,
@@ -178,17 +178,17 @@ async def test_upstream_freshness_only_shortens_the_route_ttl(
     ],
 )
 async def test_responses_that_must_not_be_stored_are_not(
-    origin: Origin, gateway: Gateway, given: tuple[str, ...]
+    origin: Upstream, gateway: Gateway, given: tuple[str, ...]
 ) -> None:
     client = await gateway(cached_config(origin.url))
     first, second = await twice(client, at("never", *given))
     assert (first.cache, second.cache) == ("MISS", "MISS")
     assert second.json()["n"] == 2
-    assert origin.asked("never") == 2
+    assert origin.calls("/r/never") == 2
 
 
 async def test_an_expires_in_the_past_is_not_served_from_the_cache(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(cached_config(origin.url))
     first, second = await twice(client, at("expires", "Expires: 0"))
@@ -197,28 +197,28 @@ async def test_an_expires_in_the_past_is_not_served_from_the_cache(
 
 @pytest.mark.parametrize(("statuses", "status"), [([200], 404), ([200], 500), ([200, 404], 500)])
 async def test_statuses_not_listed_are_never_cached(
-    origin: Origin, gateway: Gateway, statuses: list[int], status: int
+    origin: Upstream, gateway: Gateway, statuses: list[int], status: int
 ) -> None:
     client = await gateway(cached_config(origin.url, {"statuses": statuses}))
     first, second = await twice(client, at("status", status=status))
     assert (first.status, second.status) == (status, status)
     assert (first.cache, second.cache) == ("MISS", "MISS")
-    assert origin.asked("status") == 2
+    assert origin.calls("/r/status") == 2
 
 
-async def test_a_listed_status_other_than_200_is_cached(origin: Origin, gateway: Gateway) -> None:
+async def test_a_listed_status_other_than_200_is_cached(origin: Upstream, gateway: Gateway) -> None:
     client = await gateway(cached_config(origin.url, {"statuses": [200, 404]}))
     first, second = await twice(client, at("gone", status=404))
     assert (first.status, first.cache, second.status, second.cache) == (404, "MISS", 404, "HIT")
     assert second.body == first.body
-    assert origin.asked("gone") == 1
+    assert origin.calls("/r/gone") == 1
 
 
 # --- variants ----------------------------------------------------------------------------------
 
 
 async def test_a_configured_vary_header_keeps_one_entry_per_value(
-    origin: Origin, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, {"vary": ["Accept-Language"]}, state=state))
     path = at("lang", "Vary: Accept-Language")
@@ -227,33 +227,36 @@ async def test_a_configured_vary_header_keeps_one_entry_per_value(
     en_again = await fetch(client, path, headers={"Accept-Language": "en"})
     fr_again = await fetch(client, path, headers={"Accept-Language": "fr"})
     assert [a.cache for a in (en, fr, en_again, fr_again)] == ["MISS", "MISS", "HIT", "HIT"]
-    assert (en_again.json()["lang"], fr_again.json()["lang"]) == ("en", "fr")
+    assert (
+        en_again.json()["headers"]["accept-language"],
+        fr_again.json()["headers"]["accept-language"],
+    ) == ("en", "fr")
     assert en_again.body == en.body and fr_again.body == fr.body
-    assert origin.asked("lang") == 2
+    assert origin.calls("/r/lang") == 2
 
 
 async def test_vary_on_a_header_not_configured_is_not_stored(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(cached_config(origin.url, {"vary": ["Accept-Language"]}))
     path = at("enc", "Vary: Accept-Encoding")
     first, second = await twice(client, path, **{"Accept-Encoding": "gzip"})
     assert (first.cache, second.cache) == ("MISS", "MISS")
-    assert origin.asked("enc") == 2
+    assert origin.calls("/r/enc") == 2
 
 
-async def test_vary_star_is_not_stored(origin: Origin, gateway: Gateway) -> None:
+async def test_vary_star_is_not_stored(origin: Upstream, gateway: Gateway) -> None:
     client = await gateway(cached_config(origin.url, {"vary": ["Accept-Language"]}))
     first, second = await twice(client, at("star", "Vary: *"))
     assert (first.cache, second.cache) == ("MISS", "MISS")
-    assert origin.asked("star") == 2
+    assert origin.calls("/r/star") == 2
 
 
 # --- users -------------------------------------------------------------------------------------
 
 
 async def test_one_user_never_receives_another_users_response(
-    origin: Origin, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
     client = await gateway(
         cached_config(origin.url, route={"auth": "required"}, auth=auth_section(), state=state)
@@ -263,16 +266,16 @@ async def test_one_user_never_receives_another_users_response(
     seen = [await fetch(client, at("me"), headers=who) for who in (alice, bob, alice, bob)]
     assert [a.status for a in seen] == [200] * 4
     assert [a.cache for a in seen] == ["MISS", "MISS", "HIT", "HIT"]
-    assert [a.json()["user"] for a in seen] == ["alice", "bob", "alice", "bob"]
+    assert [a.json()["headers"].get("x-user-id") for a in seen] == ["alice", "bob", "alice", "bob"]
     assert seen[2].body == seen[0].body and seen[3].body == seen[1].body
     alice_key, bob_key = (a.headers["X-Cache-Key"] for a in seen[:2])
     assert alice_key != bob_key and alice_key.split(":")[0] == bob_key.split(":")[0]
     assert (await fetch(client, at("me"))).status == 401
-    assert origin.asked("me") == 2
+    assert origin.calls("/r/me") == 2
 
 
 async def test_anonymous_and_signed_in_requests_do_not_share_an_entry(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(
         cached_config(origin.url, route={"auth": "optional"}, auth=auth_section())
@@ -280,11 +283,11 @@ async def test_anonymous_and_signed_in_requests_do_not_share_an_entry(
     alice = bearer(sign(claims(sub="alice")))
     seen = [await fetch(client, at("maybe"), headers=who) for who in ({}, alice, {}, alice)]
     assert [a.cache for a in seen] == ["MISS", "MISS", "HIT", "HIT"]
-    assert [a.json()["user"] for a in seen] == [None, "alice", None, "alice"]
+    assert [a.json()["headers"].get("x-user-id") for a in seen] == [None, "alice", None, "alice"]
 
 
 async def test_tokens_without_a_subject_do_not_share_an_entry(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(
         cached_config(origin.url, route={"auth": "required"}, auth=auth_section())
@@ -293,8 +296,8 @@ async def test_tokens_without_a_subject_do_not_share_an_entry(
     guest = bearer(sign(claims(sub=None, roles=["guest"])))
     first = await fetch(client, at("nosub"), headers=admin)
     second = await fetch(client, at("nosub"), headers=guest)
-    assert first.json()["roles"] == "admin"
-    assert second.json()["roles"] == "guest"
+    assert first.json()["headers"]["x-user-roles"] == "admin"
+    assert second.json()["headers"]["x-user-roles"] == "guest"
 
 
 # --- bypass ------------------------------------------------------------------------------------
@@ -311,7 +314,7 @@ async def test_tokens_without_a_subject_do_not_share_an_entry(
     ],
 )
 async def test_bypass_is_neither_served_from_nor_stored_in_the_cache(
-    origin: Origin, gateway: Gateway, method: str, headers: dict[str, str]
+    origin: Upstream, gateway: Gateway, method: str, headers: dict[str, str]
 ) -> None:
     client = await gateway(cached_config(origin.url))
     bypass = await fetch(client, at("by"), method, headers)
@@ -321,14 +324,14 @@ async def test_bypass_is_neither_served_from_nor_stored_in_the_cache(
     assert plain.cache == "MISS"  # the bypass stored nothing
     again = await fetch(client, at("by"), method, headers)
     assert again.cache == "BYPASS"
-    assert origin.asked("by") == 3  # and was not served the cached entry
+    assert origin.calls("/r/by") == 3  # and was not served the cached entry
     assert (await fetch(client, at("by"))).cache == "HIT"
 
 
 # --- HEAD and conditional requests -------------------------------------------------------------
 
 
-async def test_head_is_answered_from_a_cached_get(origin: Origin, gateway: Gateway) -> None:
+async def test_head_is_answered_from_a_cached_get(origin: Upstream, gateway: Gateway) -> None:
     client = await gateway(cached_config(origin.url))
     got = await fetch(client, at("head"))
     head = await fetch(client, at("head"), "HEAD")
@@ -336,16 +339,16 @@ async def test_head_is_answered_from_a_cached_get(origin: Origin, gateway: Gatew
     assert head.body == b""
     assert head.headers["Content-Length"] == str(len(got.body))
     assert head.headers["Content-Type"] == got.headers["Content-Type"]
-    assert origin.asked("head") == 1
+    assert origin.calls("/r/head") == 1
 
 
-async def test_a_head_miss_does_not_store(origin: Origin, gateway: Gateway) -> None:
+async def test_a_head_miss_does_not_store(origin: Upstream, gateway: Gateway) -> None:
     client = await gateway(cached_config(origin.url))
     head = await fetch(client, at("headfirst"), "HEAD")
     got = await fetch(client, at("headfirst"))
     assert (head.cache, got.cache) == ("MISS", "MISS")
     assert got.body  # the GET got a body, not the HEAD's nothing
-    assert origin.asked("headfirst") == 2
+    assert origin.calls("/r/headfirst") == 2
     assert (await fetch(client, at("headfirst"))).cache == "HIT"
 
 
@@ -354,7 +357,7 @@ async def test_a_head_miss_does_not_store(origin: Origin, gateway: Gateway) -> N
     [('"v1"', 304), ('W/"v1"', 304), ('"x", "v1"', 304), ("*", 304), ('"v2"', 200)],
 )
 async def test_if_none_match_on_a_hit(
-    origin: Origin, gateway: Gateway, condition: str, status: int
+    origin: Upstream, gateway: Gateway, condition: str, status: int
 ) -> None:
     client = await gateway(cached_config(origin.url))
     path = at("etag", 'ETag: "v1"')
@@ -363,7 +366,7 @@ async def test_if_none_match_on_a_hit(
     assert (answer.status, answer.cache) == (status, "HIT")
     assert answer.headers["ETag"] == '"v1"'
     assert answer.body == (b"" if status == 304 else stored.body)
-    assert origin.asked("etag") == 1
+    assert origin.calls("/r/etag") == 1
 
 
 # --- concurrency -------------------------------------------------------------------------------
@@ -381,7 +384,7 @@ async def misses_reach(admin: Client, count: int) -> bool:
 
 
 async def test_fifty_concurrent_misses_make_one_upstream_call(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
     admin = await admin_api(client)
@@ -389,13 +392,13 @@ async def test_fifty_concurrent_misses_make_one_upstream_call(
     try:
         # Every request has looked in the cache and found nothing, before the origin answers.
         await eventually(lambda: misses_reach(admin, 50), timeout=10, what="fifty lookups to miss")
-        assert origin.asked("herd") == 1
+        assert origin.calls("/hold/herd") == 1
         origin.gate.set()
         answers = await asyncio.gather(*requests)
     finally:
         origin.gate.set()
         await asyncio.gather(*requests, return_exceptions=True)
-    assert origin.asked("herd") == 1
+    assert origin.calls("/hold/herd") == 1
     assert {a.status for a in answers} == {200}
     assert len({a.body for a in answers}) == 1
     assert Counter(a.cache for a in answers) == {"MISS": 1, "HIT": 49}
@@ -403,7 +406,7 @@ async def test_fifty_concurrent_misses_make_one_upstream_call(
 
 
 async def test_concurrent_misses_of_an_unstorable_response_each_go_upstream(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi
 ) -> None:
     client = await gateway(cached_config(origin.url))
     admin = await admin_api(client)
@@ -418,11 +421,11 @@ async def test_concurrent_misses_of_an_unstorable_response_each_go_upstream(
         await asyncio.gather(*requests, return_exceptions=True)
     assert [a.cache for a in answers] == ["MISS"] * 5
     assert sorted(a.json()["n"] for a in answers) == [1, 2, 3, 4, 5]
-    assert origin.asked("nostore") == 5
+    assert origin.calls("/hold/nostore") == 5
 
 
 async def test_a_second_client_of_an_endless_stream_is_not_held_behind_the_first(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     client = await gateway(cached_config(origin.url))
     try:
@@ -466,43 +469,45 @@ async def test_a_response_cut_off_mid_body_is_not_stored(gateway: Gateway) -> No
 
 @pytest.mark.parametrize("mode", ["length", "chunked"])
 async def test_an_entry_larger_than_max_entry_size_is_not_stored(
-    origin: Origin, gateway: Gateway, mode: str
+    origin: Upstream, gateway: Gateway, mode: str
 ) -> None:
     client = await gateway(cached_config(origin.url, {"max_entry_size": "1KiB"}))
-    first, second = await twice(client, at("large", kind="big", size="1025", mode=mode))
+    first, second = await twice(
+        client, at("large", kind="bytes", size="1025", length=str(int(mode == "length")))
+    )
     assert (first.cache, second.cache) == ("MISS", "MISS")
     assert first.body == second.body == pattern_bytes(1025)
-    assert origin.asked("large") == 2
+    assert origin.calls("/bytes/large") == 2
 
 
 @pytest.mark.parametrize("size", [1000, 1024])
 async def test_a_streamed_response_up_to_the_cap_is_stored(
-    origin: Origin, gateway: Gateway, size: int
+    origin: Upstream, gateway: Gateway, size: int
 ) -> None:
     client = await gateway(cached_config(origin.url, {"max_entry_size": "1KiB"}))
-    first, second = await twice(client, at("small", kind="big", size=str(size), mode="chunked"))
+    first, second = await twice(client, at("small", kind="bytes", size=str(size)))
     assert (first.cache, second.cache) == ("MISS", "HIT")
     assert second.body == first.body == pattern_bytes(size)
-    assert origin.asked("small") == 1
+    assert origin.calls("/bytes/small") == 1
 
 
 async def test_a_long_body_relayed_as_a_stream_is_stored_whole(
-    origin: Origin, gateway: Gateway
+    origin: Upstream, gateway: Gateway
 ) -> None:
     size = 300 * 1024  # past what the proxy reads whole, under the default 1 MiB cap
     client = await gateway(cached_config(origin.url))
-    first, second = await twice(client, at("long", kind="big", size=str(size), mode="length"))
+    first, second = await twice(client, at("long", kind="bytes", size=str(size), length="1"))
     assert (first.cache, second.cache) == ("MISS", "HIT")
     assert second.body == pattern_bytes(size)
     assert second.headers["Content-Length"] == str(size)
-    assert origin.asked("long") == 1
+    assert origin.calls("/bytes/long") == 1
 
 
 # --- what the gateway adds per request ---------------------------------------------------------
 
 
 async def test_a_hit_carries_this_requests_rate_limit_headers_and_request_id(
-    origin: Origin, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
     limit = {"requests": 10, "per": "1m", "key": ["route"]}
     client = await gateway(cached_config(origin.url, route={"rate_limit": limit}, state=state))
@@ -517,7 +522,7 @@ async def test_a_hit_carries_this_requests_rate_limit_headers_and_request_id(
 
 
 async def test_per_request_headers_are_not_in_the_stored_entry(
-    origin: Origin, gateway: Gateway, redis_url: str, redis_client: redis.Redis
+    origin: Upstream, gateway: Gateway, redis_url: str, redis_client: redis.Redis
 ) -> None:
     limit = {"requests": 10, "per": "1m", "key": ["route"]}
     state = {"backend": "redis", "url": redis_url}
@@ -534,7 +539,7 @@ async def test_per_request_headers_are_not_in_the_stored_entry(
 
 
 async def test_stats_count_hits_misses_stores_and_entries(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
     admin = await admin_api(client)
@@ -562,7 +567,7 @@ async def purge(admin: Client, **params: str) -> int:
 
 
 async def test_purge_by_path_removes_every_variant_of_that_path_only(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     config = cached_config(
         origin.url,
@@ -586,7 +591,7 @@ async def test_purge_by_path_removes_every_variant_of_that_path_only(
 
 
 async def test_purge_by_key_removes_that_entry_only(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
     admin = await admin_api(client)
@@ -598,7 +603,7 @@ async def test_purge_by_key_removes_that_entry_only(
 
 
 async def test_purge_of_a_route_empties_it_and_keeps_its_counters(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
     admin = await admin_api(client)
@@ -616,7 +621,7 @@ async def test_purge_of_a_route_empties_it_and_keeps_its_counters(
 
 
 async def test_an_unreadable_stored_entry_is_a_miss_and_is_replaced(
-    origin: Origin, gateway: Gateway, redis_url: str, redis_client: redis.Redis
+    origin: Upstream, gateway: Gateway, redis_url: str, redis_client: redis.Redis
 ) -> None:
     client = await gateway(cached_config(origin.url, state={"backend": "redis", "url": redis_url}))
     first = await fetch(client, at("damaged"))
@@ -624,11 +629,11 @@ async def test_an_unreadable_stored_entry_is_a_miss_and_is_replaced(
     answer = await fetch(client, at("damaged"))
     assert (answer.status, answer.cache) == (200, "MISS")
     assert (await fetch(client, at("damaged"))).cache == "HIT"
-    assert origin.asked("damaged") == 2
+    assert origin.calls("/r/damaged") == 2
 
 
 async def test_a_stored_entry_with_an_impossible_head_is_a_miss(
-    origin: Origin, gateway: Gateway, redis_url: str, redis_client: redis.Redis
+    origin: Upstream, gateway: Gateway, redis_url: str, redis_client: redis.Redis
 ) -> None:
     client = await gateway(cached_config(origin.url, state={"backend": "redis", "url": redis_url}))
     first = await fetch(client, at("impossible"))
@@ -645,7 +650,7 @@ SLACK = 0.4  # scheduling on a busy 2-core machine; far below any hang
 
 @pytest.mark.parametrize("policy", ["open", "closed", "local"])
 async def test_redis_outage_follows_on_error_and_comes_back(
-    origin: Origin,
+    origin: Upstream,
     gateway: Gateway,
     redis_server: RedisServer,
     redis_url: str,
@@ -672,15 +677,15 @@ async def test_redis_outage_follows_on_error_and_comes_back(
     answers = [answer for answer, _ in during]
     if policy == "open":
         assert [(a.status, a.cache) for a in answers] == [(200, "BYPASS")] * 5
-        assert origin.asked("outage") == 6
+        assert origin.calls("/r/outage") == 6
     elif policy == "closed":
         assert {a.status for a in answers} == {503}
         assert all(a.headers["Content-Type"] == "application/problem+json" for a in answers)
         assert all(a.json()["type"].endswith("state-unavailable") for a in answers)
-        assert origin.asked("outage") == 1
+        assert origin.calls("/r/outage") == 1
     else:
         assert [a.cache for a in answers] == ["MISS", "HIT", "HIT", "HIT", "HIT"]
-        assert origin.asked("outage") == 2
+        assert origin.calls("/r/outage") == 2
     # The restarted server is empty: the next miss stores its entry in Redis again.
 
     async def back() -> bool:
@@ -695,7 +700,7 @@ async def test_redis_outage_follows_on_error_and_comes_back(
 
 
 async def test_the_cache_works_on_a_redis_cluster(
-    origin: Origin, gateway: Gateway, admin_api: AdminApi, redis_cluster_url: str
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, redis_cluster_url: str
 ) -> None:
     state = {"backend": "redis", "url": redis_cluster_url, "timeout": "1s"}
     client = await gateway(cached_config(origin.url, state=state))

@@ -1,14 +1,13 @@
-"""Helpers for gateway tests: configs, a gateway behind `aiohttp_client`, and small upstreams.
+"""Helpers for gateway tests: configs, a gateway behind `aiohttp_client`, and `stub`.
 
-The echo upstreams of `tests.support` cover most cases; the apps here do what an echo server
-cannot: fail every request, stream large bodies without buffering them, hold an event stream
-open until the test says so, and send hop-by-hop response headers.
+`tests.support.Upstream` is the upstream of these tests (failing, streaming, event streams,
+chosen response headers); `stub` serves an app a test builds when what it checks is the app's
+own protocol behaviour (a WebSocket that closes, a body sent compressed, bytes kept as they
+arrived) that no option of the echo server should grow into.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +87,9 @@ async def wait_until(
 
 @dataclass
 class Stub:
-    """A real server on loopback for an app built by the test; stop and start on the same port."""
+    """A real server on loopback for an app built by the test; stop and start on the same port.
+
+    Counts requests and names itself in `X-Upstream`, as `Upstream` does."""
 
     app: web.Application
     name: str
@@ -142,93 +143,3 @@ async def stub() -> AsyncIterator[StubFactory]:
     finally:
         for server in started:
             await server.stop()
-
-
-def failing_app(status: int = 503) -> web.Application:
-    """Answers every request, `/health` included, with `status` (after reading the body)."""
-
-    async def fail(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"failed": True}, status=status)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fail)
-    return app
-
-
-PATTERN = bytes(range(256)) * 256  # 64 KiB that is not all one byte
-
-
-def pattern_bytes(size: int) -> bytes:
-    repeats, rest = divmod(size, len(PATTERN))
-    return PATTERN * repeats + PATTERN[:rest]
-
-
-@dataclass
-class StreamingApp:
-    """Streams bodies both ways without holding them, and an event stream the test paces."""
-
-    release_sse: asyncio.Event = field(default_factory=asyncio.Event)
-    sse_events_sent: int = 0
-
-    def build(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/upload", self.upload)
-        app.router.add_get("/download", self.download)
-        app.router.add_get("/sse", self.sse)
-        app.router.add_get("/hop", self.hop)
-        return app
-
-    async def upload(self, request: web.Request) -> web.Response:
-        digest = hashlib.sha256()
-        size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-        return web.json_response(
-            {"sha256": digest.hexdigest(), "size": size, "chunked": request.content_length is None}
-        )
-
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        size = int(request.query["size"])
-        response = web.StreamResponse()
-        response.content_type = "application/octet-stream"
-        if request.query.get("length") == "1":
-            response.content_length = size
-        else:
-            response.enable_chunked_encoding()
-        await response.prepare(request)
-        sent = 0
-        while sent < size:
-            part = PATTERN[: min(len(PATTERN), size - sent)]
-            await response.write(part)
-            sent += len(part)
-        await response.write_eof()
-        return response
-
-    async def sse(self, request: web.Request) -> web.StreamResponse:
-        """One event, then wait for `release_sse`, then two more."""
-        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
-        response.content_type = "text/event-stream"
-        await response.prepare(request)
-        await response.write(b"data: first\n\n")
-        self.sse_events_sent = 1
-        await self.release_sse.wait()
-        for name in (b"second", b"third"):
-            await response.write(b"data: " + name + b"\n\n")
-            self.sse_events_sent += 1
-        await response.write_eof()
-        return response
-
-    async def hop(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"ok": True},
-            headers={
-                "Connection": "X-Resp-Hop",
-                "X-Resp-Hop": "secret",
-                "Keep-Alive": "timeout=5",
-                "Proxy-Authenticate": "Basic",
-                "Trailer": "X-Checksum",
-                "X-End-To-End": "kept",
-            },
-        )

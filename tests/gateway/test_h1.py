@@ -31,12 +31,11 @@ from tests.gateway.conftest import (
     Client,
     Gateway,
     expect_problem,
-    pattern_bytes,
     pool_of,
     single_service,
     wait_until,
 )
-from tests.support import LOOPBACK, free_port
+from tests.support import LOOPBACK, free_port, pattern_bytes
 
 MiB = 1024 * 1024
 NO_RETRIES = {"attempts": 0}

@@ -5,16 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiohttp import web
-
 from spork_cli.gateway.balancer import EndpointState
 from tests.gateway.conftest import (
     Client,
     Gateway,
-    Stub,
-    StubFactory,
     expect_problem,
-    failing_app,
     pool_of,
     single_service,
     wait_until,
@@ -51,28 +46,22 @@ async def statuses(client: Client, count: int) -> list[tuple[int, str | None]]:
     return seen
 
 
-async def hit_until(client: Client, server: Stub | Upstream, hits: int, limit: int = 10) -> None:
+async def hit_until(client: Client, server: Upstream, hits: int, limit: int = 10) -> None:
     """Send requests until `server` has seen `hits` of them; fail after `limit` requests."""
-
-    def count() -> int:
-        if isinstance(server, Stub):
-            return server.hits
-        return sum(1 for r in server.requests if r.path != "/health")
-
     for _ in range(limit):
-        if count() >= hits:
+        if server.hits >= hits:
             return
         await statuses(client, 1)
-    assert count() >= hits, f"{server.name} saw {count()} requests, expected {hits}"
+    assert server.hits >= hits, f"{server.name} saw {server.hits} requests, expected {hits}"
 
 
 # --- passive ---------------------------------------------------------------------------------
 
 
 async def test_endpoint_is_ejected_after_consecutive_failures(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(
         single_service(bad.url, upstream.url, retries=NO_RETRIES, passive=passive(2, "1h"))
     )
@@ -83,9 +72,9 @@ async def test_endpoint_is_ejected_after_consecutive_failures(
 
 
 async def test_ejected_endpoint_returns_after_the_cooldown(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(
         single_service(bad.url, upstream.url, retries=NO_RETRIES, passive=passive(2, "300ms"))
     )
@@ -109,10 +98,10 @@ async def test_success_between_failures_prevents_ejection(
 
 
 async def test_last_available_endpoint_is_never_ejected(
-    gateway: Gateway, stub: StubFactory
+    gateway: Gateway, upstream_factory: UpstreamFactory
 ) -> None:
-    first = await stub(failing_app(503), "first")
-    second = await stub(failing_app(503), "second")
+    first = await upstream_factory("first", status=503)
+    second = await upstream_factory("second", status=503)
     client = await gateway(
         single_service(first.url, second.url, retries=NO_RETRIES, passive=passive(1, "1h"))
     )
@@ -125,8 +114,10 @@ async def test_last_available_endpoint_is_never_ejected(
     assert pool_of(client).snapshot()["healthy"] is True
 
 
-async def test_single_endpoint_is_never_ejected(gateway: Gateway, stub: StubFactory) -> None:
-    bad = await stub(failing_app(503), "bad")
+async def test_single_endpoint_is_never_ejected(
+    gateway: Gateway, upstream_factory: UpstreamFactory
+) -> None:
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, retries=NO_RETRIES, passive=passive(1, "1h")))
     assert await statuses(client, 5) == [(503, "bad")] * 5
     assert bad.hits == 5
@@ -152,18 +143,10 @@ async def test_active_check_marks_unhealthy_after_threshold_and_healthy_after_re
 
 
 async def test_unhealthy_threshold_needs_consecutive_failed_probes(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    probes = 0
-
-    async def health(request: web.Request) -> web.Response:
-        nonlocal probes
-        probes += 1
-        return web.Response(status=503)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    sick = await stub(app, "sick")
+    sick = await upstream_factory("sick")
+    sick.answer(503, "/health")
     client = await gateway(
         single_service(upstream.url, sick.url, health=active(unhealthy_threshold=3))
     )
@@ -171,7 +154,7 @@ async def test_unhealthy_threshold_needs_consecutive_failed_probes(
     observed: list[tuple[int, bool]] = []
 
     def marked() -> bool:
-        observed.append((probes, sick_state.healthy))
+        observed.append((sick.calls("/health"), sick_state.healthy))
         return not sick_state.healthy
 
     await wait_until(marked, message="sick marked unhealthy")

@@ -12,9 +12,7 @@ import pytest
 from spork_cli.gateway.upstream import MIN_RETRIES_PER_WINDOW, RetryBudget
 from tests.gateway.conftest import (
     Gateway,
-    StubFactory,
     expect_problem,
-    failing_app,
     json_of,
     pool_of,
     single_service,
@@ -69,9 +67,9 @@ def test_zero_budget_never_retries() -> None:
 
 
 async def test_503_from_one_endpoint_is_retried_on_another(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, upstream.url, retries=retries()))
     for _ in range(2):
         async with client.get("/x") as response:
@@ -83,9 +81,9 @@ async def test_503_from_one_endpoint_is_retried_on_another(
 
 
 async def test_status_not_in_on_status_is_not_retried(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(500), "bad")
+    bad = await upstream_factory("bad", status=500)
     client = await gateway(single_service(bad.url, upstream.url, retries=retries()))
     statuses = []
     for _ in range(2):
@@ -95,8 +93,10 @@ async def test_status_not_in_on_status_is_not_retried(
     assert bad.hits == 1
 
 
-async def test_post_is_not_retried(gateway: Gateway, upstream: Upstream, stub: StubFactory) -> None:
-    bad = await stub(failing_app(503), "bad")
+async def test_post_is_not_retried(
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
+) -> None:
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, upstream.url, retries=retries()))
     statuses = []
     for _ in range(2):
@@ -108,9 +108,9 @@ async def test_post_is_not_retried(gateway: Gateway, upstream: Upstream, stub: S
 
 
 async def test_post_is_retried_when_the_route_opts_in(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(
         single_service(
             bad.url, upstream.url, route={"retry_non_idempotent": True}, retries=retries()
@@ -131,9 +131,9 @@ async def streamed(total: int, chunk: int = 1024) -> AsyncIterator[bytes]:
 
 @pytest.mark.parametrize("body", ["large", "chunked"])
 async def test_streamed_request_body_is_never_replayed(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory, body: str
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory, body: str
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(
         single_service(
             bad.url, upstream.url, route={"retry_non_idempotent": True}, retries=retries()
@@ -234,8 +234,10 @@ async def test_upstream_not_reading_a_streamed_body_gives_504(gateway: Gateway) 
         await server.wait_closed()
 
 
-async def test_budget_exhaustion_stops_retries(gateway: Gateway, stub: StubFactory) -> None:
-    bad = await stub(failing_app(503), "bad")
+async def test_budget_exhaustion_stops_retries(
+    gateway: Gateway, upstream_factory: UpstreamFactory
+) -> None:
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, retries=retries(attempts=10, budget=0.2)))
     async with client.get("/x") as response:
         assert response.status == 503
@@ -248,9 +250,9 @@ async def test_budget_exhaustion_stops_retries(gateway: Gateway, stub: StubFacto
 
 
 async def test_zero_budget_disables_retries(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, upstream.url, retries=retries(budget=0)))
     statuses = []
     for _ in range(2):
@@ -260,9 +262,9 @@ async def test_zero_budget_disables_retries(
 
 
 async def test_attempts_zero_disables_retries(
-    gateway: Gateway, upstream: Upstream, stub: StubFactory
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
-    bad = await stub(failing_app(503), "bad")
+    bad = await upstream_factory("bad", status=503)
     client = await gateway(single_service(bad.url, upstream.url, retries=retries(attempts=0)))
     statuses = []
     for _ in range(2):

@@ -16,14 +16,13 @@ from spork_cli.demo import build_demo_app, start_demo
 from tests.gateway.conftest import (
     Client,
     Gateway,
-    StreamingApp,
     StubFactory,
     expect_problem,
     pool_of,
     single_service,
     wait_until,
 )
-from tests.support import LOOPBACK, free_port
+from tests.support import LOOPBACK, Upstream, free_port
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 READ_LIMIT = 5.0  # bounds every read: a broken gateway fails the test instead of hanging it
@@ -49,18 +48,16 @@ async def next_event(response: aiohttp.ClientResponse) -> bytes:
 
 
 async def test_sse_events_reach_the_client_before_the_stream_ends(
-    gateway: Gateway, stub: StubFactory
+    gateway: Gateway, upstream: Upstream
 ) -> None:
-    streaming = StreamingApp()
-    server = await stub(streaming.build(), "sse")
-    client = await gateway(single_service(server.url))
-    async with client.get("/sse") as response:
+    client = await gateway(single_service(upstream.url))
+    async with client.get("/sse?then=second&then=third") as response:
         assert response.status == 200
         assert response.content_type == "text/event-stream"
-        assert await next_event(response) == b"data: first\n\n"
+        assert await next_event(response) == b"data: 1\n\n"
         # The upstream is still holding the rest back: the first event was not buffered.
-        assert streaming.sse_events_sent == 1
-        streaming.release_sse.set()
+        assert upstream.events_sent == 1
+        upstream.gate.set()
         assert await next_event(response) == b"data: second\n\n"
         assert await next_event(response) == b"data: third\n\n"
         async with asyncio.timeout(READ_LIMIT):

@@ -3,7 +3,7 @@
 - ``net``: free loopback ports, waiting for a listener, the kernel's TCP table
 - ``processes``: required binaries, reaping, /proc readings
 - ``redis_server``, ``cluster``, ``sentinel``: Redis as processes of the run
-- ``upstream``: the one configurable upstream (records and echoes)
+- ``upstream``: the one configurable upstream (records, echoes, streams, fails on demand)
 - ``cli``: the CLI as a process; ``server``: `spork serve` as a process
 - ``config``: the gateway.toml builder; ``polling``: ``eventually``; ``tls``: certificates
 - ``problems``: ``assert_problem``, the one check of a gateway error
@@ -42,10 +42,13 @@ from tests.support.redis_server import RedisServer, redis_ping, start_redis_serv
 from tests.support.server import SporkServer
 from tests.support.tls import self_signed_certificate
 from tests.support.upstream import (
+    PATTERN,
     RECORDED,
     RecordedRequest,
     Upstream,
     UpstreamFactory,
+    pattern_bytes,
+    pattern_digest,
     serve_app,
 )
 
@@ -53,6 +56,7 @@ __all__ = [
     "CLUSTER_BUS_OFFSET",
     "CLUSTER_SLOTS",
     "LOOPBACK",
+    "PATTERN",
     "PROBLEM_KEYS",
     "PROBLEM_TYPE",
     "PROJECT_ROOT",
@@ -75,6 +79,8 @@ __all__ = [
     "free_ports",
     "gateway_toml",
     "hold_fixed_ports",
+    "pattern_bytes",
+    "pattern_digest",
     "proc_status_kib",
     "reap",
     "redis_ping",

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import ssl
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +15,31 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.support.net import LOOPBACK
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB that is not all one byte: a shifted body shows
+
+
+def pattern_blocks(size: int) -> Iterator[memoryview]:
+    """``size`` bytes of PATTERN repeated, as views of it: generated on the fly, never held."""
+    view = memoryview(PATTERN)
+    whole, rest = divmod(size, len(PATTERN))
+    for _ in range(whole):
+        yield view
+    if rest:
+        yield view[:rest]
+
+
+def pattern_bytes(size: int) -> bytes:
+    """What ``/bytes?size=N`` sends, whole."""
+    return b"".join(pattern_blocks(size))
+
+
+def pattern_digest(size: int) -> str:
+    """The sha256 of what ``/bytes?size=N`` sends, without holding it."""
+    digest = hashlib.sha256()
+    for block in pattern_blocks(size):
+        digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -36,10 +65,14 @@ class RecordedRequest:
 
 
 RECORDED = web.RequestKey("recorded", RecordedRequest)
+NTH = web.RequestKey("nth", int)  # how many requests for this path, this one included
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port`` (0: any free port); the runner and the bound port.
+async def serve_app(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: any free port), over TLS with ``ssl_context``; the
+    runner and the bound port.
 
     A client that gives up (a gateway timeout) cancels the handler, so teardown does not
     wait for sleeps nobody is listening to any more.
@@ -49,7 +82,7 @@ async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.App
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -60,36 +93,72 @@ async def serve_app(app: web.Application, host: str, port: int) -> tuple[web.App
 class Upstream:
     """A real HTTP server on loopback that echoes each request back as JSON.
 
-    Routes: `/health` answers `{"status": "ok"}`; `/status/{code}` answers with that status;
-    `/slow?ms=N` waits N ms first; `/stream` sends the echo chunked, in pieces; everything
-    else echoes. Every request is recorded in `requests` and answered with an
-    `X-Upstream: <name>` header, plus one header for each `respond-header=Name:Value` in the
-    query.
+    Routes (a route named ``/x`` also answers ``/x/<anything>``, so a test can give each of
+    its resources a path of its own):
 
-    The echo body has `upstream` (this server's name), `method`, `raw_path` (as received,
-    query included), `path` (still percent-encoded), `query` (raw), `headers` (lower-case
-    names; repeated headers joined with ", ") and `body` (text).
+    - ``/health`` answers ``{"status": "ok"}``; ``/status/{code}`` answers with that status.
+    - ``/slow?ms=N`` waits N ms first; ``/hold`` waits until ``gate`` is set.
+    - ``/stream`` sends the echo chunked, in pieces.
+    - ``/bytes?size=N`` sends N bytes of ``PATTERN``, chunked, or with a Content-Length when
+      ``length=1``.
+    - ``/upload`` reads the body as it streams in, without keeping it (it is recorded
+      empty), and answers ``{"size", "sha256", "chunked"}``.
+    - ``/sse`` is an event stream (``Cache-Control: no-cache``): ``data: <n>`` at once, then,
+      once ``gate`` is set, one ``data: <value>`` for each ``then=<value>`` in the query;
+      ``events_sent`` counts the events written.
+    - everything else echoes.
+
+    On any route, ``respond-status=N`` in the query answers with status N, and each
+    ``respond-header=Name:Value`` adds that response header. ``status`` answers every request
+    (``/health`` too) with that status, and ``answer(status, path)`` every later request for
+    ``path``; either way the body is the echo. Every request is recorded in ``requests`` and
+    answered with an ``X-Upstream: <name>`` header. ``tls`` serves HTTPS with that server
+    context.
+
+    The echo body has ``upstream`` (this server's name), ``method``, ``raw_path`` (as
+    received, query included), ``path`` (still percent-encoded), ``query`` (raw), ``headers``
+    (lower-case names; repeated headers joined with ", "), ``body`` (text) and ``n`` (how many
+    requests for this path reached the upstream, this one included).
     """
 
     name: str
     host: str = LOOPBACK
     port: int = 0
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    status: int | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    events_sent: int = 0
+    _answers: dict[str, int] = field(default_factory=dict, repr=False)
+    _asked: Counter[str] = field(default_factory=Counter, repr=False)
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
         return self._runner is not None
 
+    @property
+    def hits(self) -> int:
+        """Requests recorded, active health probes (``/health``) left out."""
+        return sum(1 for request in self.requests if request.path != "/health")
+
+    def calls(self, path: str) -> int:
+        """Requests for ``path`` (whatever their query) that reached the upstream."""
+        return self._asked[path]
+
+    def answer(self, status: int, path: str) -> None:
+        """Answer every later request for ``path`` with ``status``."""
+        self._answers[path] = status
+
     async def start(self) -> None:
         """Serve on `port`, or on a port picked by the kernel when it is 0 (no race)."""
         if self._runner is not None:
             return
-        self._runner, self.port = await serve_app(self._build_app(), self.host, self.port)
+        self._runner, self.port = await serve_app(self._build_app(), self.host, self.port, self.tls)
 
     async def stop(self) -> None:
         """Stop serving; the port is kept so `start()` brings the same upstream back."""
@@ -101,34 +170,45 @@ class Upstream:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/status/{code:[0-9]{3}}", self._status)
-        app.router.add_route("*", "/slow", self._slow)
-        app.router.add_route("*", "/stream", self._stream)
+        for route, handler in (
+            ("/slow", self._slow),
+            ("/hold", self._hold),
+            ("/stream", self._stream),
+            ("/bytes", self._bytes),
+            ("/upload", self._upload),
+            ("/sse", self._sse),
+        ):
+            app.router.add_route("*", route + "{tail:(/.*)?}", handler)
         app.router.add_route("*", "/{tail:(?s:.*)}", self._echo)  # control characters too
         return app
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        streamed = request.path == "/upload" or request.path.startswith("/upload/")
         recorded = RecordedRequest(
             method=request.method,
             raw_path=request.raw_path,
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
-            body=await request.read(),
+            body=b"" if streamed else await request.read(),
         )
         self.requests.append(recorded)
+        self._asked[recorded.path] += 1
         request[RECORDED] = recorded
-        response: web.StreamResponse = await handler(request)
+        request[NTH] = self._asked[recorded.path]
+        status = self._answers.get(recorded.path, self.status)
+        if status is not None:
+            response: web.StreamResponse = self._echo_response(request, status)
+        else:
+            response = await handler(request)
         if not response.prepared:
-            response.headers.extend(self._asked_headers(request))
-            response.headers["X-Upstream"] = self.name
+            self._add_headers(request, response)
         return response
 
-    @staticmethod
-    def _asked_headers(request: web.Request) -> list[tuple[str, str]]:
-        asked = []
+    def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for spec in request.query.getall("respond-header", ()):
             name, _, value = spec.partition(":")
-            asked.append((name, value.strip()))
-        return asked
+            response.headers.add(name, value.strip())
+        response.headers["X-Upstream"] = self.name
 
     def _echo_payload(self, request: web.Request) -> dict[str, Any]:
         recorded = request[RECORDED]
@@ -144,20 +224,74 @@ class Upstream:
             "query": recorded.query,
             "headers": headers,
             "body": recorded.text,
+            "n": request[NTH],
         }
 
+    def _echo_response(self, request: web.Request, status: int | None = None) -> web.Response:
+        if status is None:
+            status = int(request.query.get("respond-status", "200"))
+        if status in (204, 304):
+            return web.Response(status=status)
+        return web.json_response(self._echo_payload(request), status=status)
+
     async def _echo(self, request: web.Request) -> web.Response:
-        return web.json_response(self._echo_payload(request))
+        return self._echo_response(request)
+
+    async def _prepare_stream(
+        self, request: web.Request, content_type: str, **headers: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers=headers)
+        response.content_type = content_type
+        self._add_headers(request, response)
+        await response.prepare(request)
+        return response
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.headers.extend(self._asked_headers(request))
-        response.headers["X-Upstream"] = self.name
         response.enable_chunked_encoding()
+        self._add_headers(request, response)
         await response.prepare(request)
         body = json.dumps(self._echo_payload(request)).encode()
         for start in range(0, len(body), 16):
             await response.write(body[start : start + 16])
+        await response.write_eof()
+        return response
+
+    async def _bytes(self, request: web.Request) -> web.StreamResponse:
+        size = int(request.query["size"])
+        response = web.StreamResponse()
+        response.content_type = "application/octet-stream"
+        if request.query.get("length") == "1":
+            response.content_length = size
+        else:
+            response.enable_chunked_encoding()
+        self._add_headers(request, response)
+        await response.prepare(request)
+        for block in pattern_blocks(size):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        chunked = request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        return web.json_response({"size": size, "sha256": digest.hexdigest(), "chunked": chunked})
+
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
+        self._add_headers(request, response)
+        await response.prepare(request)
+        await response.write(f"data: {request[NTH]}\n\n".encode())
+        self.events_sent += 1
+        await self.gate.wait()
+        for value in request.query.getall("then", ()):
+            await response.write(f"data: {value}\n\n".encode())
+            self.events_sent += 1
         await response.write_eof()
         return response
 
@@ -168,9 +302,7 @@ class Upstream:
         code = int(request.match_info["code"])
         if code < 200 or code > 599:
             return web.json_response({"error": f"unsupported status {code}"}, status=400)
-        if code in (204, 304):
-            return web.Response(status=code)
-        return web.json_response(self._echo_payload(request), status=code)
+        return self._echo_response(request, code)
 
     async def _slow(self, request: web.Request) -> web.Response:
         try:
@@ -178,7 +310,11 @@ class Upstream:
         except ValueError:
             return web.json_response({"error": "ms must be a number"}, status=400)
         await asyncio.sleep(delay_ms / 1000)
-        return web.json_response(self._echo_payload(request))
+        return self._echo_response(request)
+
+    async def _hold(self, request: web.Request) -> web.Response:
+        await self.gate.wait()
+        return self._echo_response(request)
 
 
 class UpstreamFactory:
@@ -187,12 +323,13 @@ class UpstreamFactory:
     def __init__(self) -> None:
         self.upstreams: dict[str, Upstream] = {}
 
-    async def __call__(self, name: str | None = None) -> Upstream:
+    async def __call__(self, name: str | None = None, **options: Any) -> Upstream:
+        """Start an upstream; ``options`` are `Upstream`'s (``tls``, ``port``...)."""
         if name is None:
             name = f"upstream-{len(self.upstreams) + 1}"
         if name in self.upstreams:
             raise ValueError(f"an upstream named {name!r} is already running")
-        upstream = Upstream(name)
+        upstream = Upstream(name, **options)
         await upstream.start()
         self.upstreams[name] = upstream
         return upstream
