@@ -4,113 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from tests.conftest import RepoConfig, StartSpork
 from tests.support import (
-    LOOPBACK,
     SporkServer,
+    Upstream,
     eventually,
     free_ports,
     gateway_toml,
+    pattern_blocks,
+    pattern_digest,
     proc_status_kib,
 )
 
 GIB = 1024**3
-BLOCK = random.Random(1234).randbytes(1024 * 1024)
 RSS_CEILING_KIB = 150 * 1024
 RSS_GROWTH_KIB = 50 * 1024
 
 
-def expected_digest(size: int) -> str:
-    digest = hashlib.sha256()
-    for chunk in blocks(size):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def blocks(size: int) -> list[memoryview]:
-    """``size`` bytes as views of the one shared BLOCK: generated on the fly, never held."""
-    whole, rest = divmod(size, len(BLOCK))
-    view = memoryview(BLOCK)
-    return [view] * whole + ([view[:rest]] if rest else [])
-
-
-# --- a bulk upstream ---------------------------------------------------------------------------
-
-
-@dataclass
-class Bulk:
-    """An upstream that hashes what it is sent and streams what it is asked for."""
-
-    url: str = ""
-    uploads: list[dict[str, object]] = field(default_factory=list)
-
-    async def upload(self, request: web.Request) -> web.Response:
-        digest = hashlib.sha256()
-        count = 0
-        async for chunk in request.content.iter_chunked(1024 * 1024):
-            digest.update(chunk)
-            count += len(chunk)
-        result = {
-            "bytes": count,
-            "sha256": digest.hexdigest(),
-            "chunked": request.headers.get("Transfer-Encoding") == "chunked",
-        }
-        self.uploads.append(result)
-        return web.json_response(result)
-
-    async def download(self, request: web.Request) -> web.StreamResponse:
-        size = int(request.query["size"])
-        response = web.StreamResponse()
-        response.content_type = "application/octet-stream"
-        if request.query.get("chunked") == "1":
-            response.enable_chunked_encoding()
-        else:
-            response.content_length = size
-        await response.prepare(request)
-        for chunk in blocks(size):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-
-
 @pytest.fixture
-async def bulk() -> AsyncIterator[Bulk]:
-    state = Bulk()
-    app = web.Application()
-    app.router.add_post("/upload", state.upload)
-    app.router.add_get("/download", state.download)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, LOOPBACK, 0)
-        await site.start()
-        state.url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-        yield state
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def bulk_gateway(tmp_path: Path, bulk: Bulk, spork_server: StartSpork) -> SporkServer:
+async def bulk_gateway(tmp_path: Path, upstream: Upstream, spork_server: StartSpork) -> SporkServer:
     port, admin_port = free_ports(2)
     config = tmp_path / "gateway.toml"
     config.write_text(
         gateway_toml(
             port,
             admin_port,
-            {"bulk": bulk.url},
+            {"bulk": upstream.url},
             {"/": "bulk"},
             server_extra='max_body = "2GiB"',
             service_extra='timeout = "60s"',
@@ -158,7 +86,7 @@ async def warm_up(http: aiohttp.ClientSession, server: SporkServer) -> None:
     async with http.post(f"{server.url}/upload", data=b"x" * 100_000) as response:
         assert response.status == 200
         await response.read()
-    async with http.get(f"{server.url}/download", params={"size": "1000000"}) as response:
+    async with http.get(f"{server.url}/bytes", params={"size": "1000000"}) as response:
         assert response.status == 200
         await response.read()
 
@@ -167,13 +95,13 @@ async def warm_up(http: aiohttp.ClientSession, server: SporkServer) -> None:
 
 
 async def test_one_gib_upload_streams_through_in_flat_memory(
-    bulk: Bulk, bulk_gateway: SporkServer, http: aiohttp.ClientSession
+    bulk_gateway: SporkServer, http: aiohttp.ClientSession
 ) -> None:
     await warm_up(http, bulk_gateway)
     sent = hashlib.sha256()
 
     async def body() -> AsyncIterator[bytes]:
-        for chunk in blocks(GIB):
+        for chunk in pattern_blocks(GIB):
             sent.update(chunk)
             yield bytes(chunk)
 
@@ -185,7 +113,7 @@ async def test_one_gib_upload_streams_through_in_flat_memory(
             result = orjson.loads(await response.read())
     elapsed = time.monotonic() - started
 
-    assert result == {"bytes": GIB, "sha256": sent.hexdigest(), "chunked": True}
+    assert result == {"size": GIB, "sha256": sent.hexdigest(), "chunked": True}
     rss.check()
     assert elapsed < 60
 
@@ -199,9 +127,9 @@ async def test_one_gib_download_streams_through_in_flat_memory(
     count = 0
 
     started = time.monotonic()
-    params = {"size": str(GIB), "chunked": "1" if chunked else "0"}
+    params = {"size": str(GIB), "length": "0" if chunked else "1"}
     async with RssWatch(bulk_gateway.pid) as rss:
-        async with http.get(f"{bulk_gateway.url}/download", params=params) as response:
+        async with http.get(f"{bulk_gateway.url}/bytes", params=params) as response:
             assert response.status == 200
             if chunked:
                 assert response.headers.get("Transfer-Encoding") == "chunked"
@@ -214,7 +142,7 @@ async def test_one_gib_download_streams_through_in_flat_memory(
     elapsed = time.monotonic() - started
 
     assert count == GIB
-    assert received.hexdigest() == expected_digest(GIB)
+    assert received.hexdigest() == pattern_digest(GIB)
     rss.check()
     assert elapsed < 60
 

@@ -16,18 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from tests.health.conftest import StartTls, Svc, make_pki, write_config
+from tests.health.conftest import Svc, write_config
 from tests.support import (
     LOOPBACK,
     Processes,
     SporkRunner,
     Upstream,
     UpstreamFactory,
+    certificate_authority,
     free_port,
     reap,
-    serve_app,
+    server_context,
     spork_env,
 )
 
@@ -138,23 +137,15 @@ async def test_503_refused_and_slow_are_unhealthy_with_one_line_reasons(
 
 
 async def test_a_service_without_a_health_section_gets_the_default_check(
-    tmp_path: Path, upstream: Upstream, run_spork: SporkRunner
+    tmp_path: Path, upstream: Upstream, upstream_factory: UpstreamFactory, run_spork: SporkRunner
 ) -> None:
     # An app with no /health at all: the default check says so rather than guessing.
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="hi")
-
-    bare = web.Application()
-    bare.router.add_get("/", hello)
-    runner, port = await serve_app(bare, LOOPBACK, 0)
-    try:
-        config = write_config(
-            tmp_path / "g.toml",
-            {"plain": Svc([upstream.url]), "nohealth": Svc([f"http://{LOOPBACK}:{port}"])},
-        )
-        code, rows = await spork_json(run_spork, config)
-    finally:
-        await runner.cleanup()
+    bare = await upstream_factory("bare")
+    bare.answer(404, "/health")
+    config = write_config(
+        tmp_path / "g.toml", {"plain": Svc([upstream.url]), "nohealth": Svc([bare.url])}
+    )
+    code, rows = await spork_json(run_spork, config)
     assert code == 1
     plain, nohealth = rows
     assert plain["check"] == "default" and plain["healthy"] is True
@@ -166,10 +157,10 @@ async def test_a_service_without_a_health_section_gets_the_default_check(
 
 
 async def test_tls_endpoints(
-    tmp_path: Path, upstream: Upstream, tls_upstream: StartTls, run_spork: SporkRunner
+    tmp_path: Path, upstream: Upstream, upstream_factory: UpstreamFactory, run_spork: SporkRunner
 ) -> None:
-    pki = make_pki(tmp_path)
-    secure = await tls_upstream(pki)
+    pki = certificate_authority(tmp_path)
+    secure = (await upstream_factory("secure", tls=server_context(pki.cert, pki.key))).url
     plain_as_tls = upstream.url.replace("http://", "https://")
     config = write_config(tmp_path / "g.toml", {"tls": Svc([secure, plain_as_tls])})
     # A certificate from a CA the system does not trust is rejected, and said so.

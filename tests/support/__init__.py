@@ -40,13 +40,14 @@ from tests.support.processes import (
 )
 from tests.support.redis_server import RedisServer, redis_ping, start_redis_server
 from tests.support.server import SporkServer
-from tests.support.tls import self_signed_certificate
+from tests.support.tls import Pki, certificate_authority, self_signed_certificate, server_context
 from tests.support.upstream import (
     PATTERN,
     RECORDED,
     RecordedRequest,
     Upstream,
     UpstreamFactory,
+    pattern_blocks,
     pattern_bytes,
     pattern_digest,
     serve_app,
@@ -63,6 +64,7 @@ __all__ = [
     "RECORDED",
     "TCP_ESTABLISHED",
     "TCP_LISTEN",
+    "Pki",
     "Processes",
     "RecordedRequest",
     "RedisClusterNodes",
@@ -72,6 +74,7 @@ __all__ = [
     "Upstream",
     "UpstreamFactory",
     "assert_problem",
+    "certificate_authority",
     "child_pids",
     "eventually",
     "free_cluster_ports",
@@ -79,6 +82,7 @@ __all__ = [
     "free_ports",
     "gateway_toml",
     "hold_fixed_ports",
+    "pattern_blocks",
     "pattern_bytes",
     "pattern_digest",
     "proc_status_kib",
@@ -91,6 +95,7 @@ __all__ = [
     "run_spork",
     "self_signed_certificate",
     "serve_app",
+    "server_context",
     "socket_inodes",
     "spork_env",
     "start_redis_cluster",

@@ -16,7 +16,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.support.net import LOOPBACK
 
-PATTERN = bytes(range(256)) * 256  # 64 KiB that is not all one byte: a shifted body shows
+# 1 MiB that is not all one byte (a shifted body shows), written a MiB at a time
+PATTERN = bytes(range(256)) * 4096
 
 
 def pattern_blocks(size: int) -> Iterator[memoryview]:
