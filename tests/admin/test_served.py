@@ -10,19 +10,21 @@ import aiohttp
 import orjson
 
 from tests.conftest import StartSpork
-from tests.support import LOOPBACK, SporkServer, Upstream, eventually, free_ports, replace_file
+from tests.support import (
+    SporkServer,
+    Upstream,
+    eventually,
+    free_ports,
+    gateway_toml,
+    replace_file,
+)
 
 TOKEN = "served-admin-token-0123456789"
 
 
 def config_text(port: int, admin_port: int, upstream: Upstream, routes: dict[str, str]) -> str:
-    lines = [
-        f'[server]\nhost = "{LOOPBACK}"\nport = {port}\n',
-        f'[admin]\nhost = "{LOOPBACK}"\nport = {admin_port}\ntoken = "{TOKEN}"\n',
-        f'[[services]]\nname = "users"\nendpoints = ["{upstream.url}"]\n',
-    ]
-    lines += [f'[[routes]]\npath = "{p}"\nservice = "{s}"\n' for p, s in routes.items()]
-    return "\n".join(lines)
+    admin = f'token = "{TOKEN}"'
+    return gateway_toml(port, admin_port, {"users": upstream.url}, routes, admin_extra=admin)
 
 
 async def api(http: aiohttp.ClientSession, server: SporkServer, path: str) -> Any:

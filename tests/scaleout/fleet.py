@@ -26,10 +26,10 @@ from tests.authgw.conftest import AUDIENCE, ISSUER, SECRET, bearer, claims, sign
 from tests.conftest import CLI_ENV, StartSpork
 from tests.support import (
     LOOPBACK,
-    PROBLEM_KEYS,
     SporkRunner,
     SporkServer,
     Upstream,
+    assert_problem,
     eventually,
     free_ports,
     gateway_toml,
@@ -106,16 +106,13 @@ class Reply:
     headers: CIMultiDictProxy[str]
     body: bytes
 
+    async def read(self) -> bytes:
+        return self.body
 
-def problem(reply: Reply, status: int) -> dict[str, Any]:
-    """Assert the RFC 9457 shape of a gateway error with ``status`` and return its body."""
-    assert reply.status == status, reply
-    assert reply.content_type == "application/problem+json", reply
-    body: dict[str, Any] = orjson.loads(reply.body)
-    assert PROBLEM_KEYS <= body.keys(), body
-    assert body["status"] == status
-    assert body["request_id"] == reply.headers["X-Request-ID"]
-    return body
+
+async def problem(reply: Reply, status: int, type: str | None = None) -> dict[str, Any]:
+    """`assert_problem` of a reply already read in full."""
+    return await assert_problem(reply, status, type)
 
 
 @dataclass
@@ -189,8 +186,7 @@ async def assert_one_rate_limit(fleet: Fleet, client: str) -> None:
     assert (statuses.count(200), statuses.count(429)) == (LIMIT, REQUESTS - LIMIT), statuses
     for response in responses:
         if response.status == 429:
-            body = problem(response, 429)
-            assert body["type"].endswith(":rate-limited"), body
+            await problem(response, 429, "rate-limited")
             assert int(response.headers["Retry-After"]) >= 1
     forwarded = [r for r in fleet.upstream.requests if r.headers.get("X-Client") == client]
     assert len(forwarded) == LIMIT
@@ -203,7 +199,7 @@ async def breaker_open_everywhere(fleet: Fleet, service: str) -> None:
     """Every instance answers 503 breaker-open for the service without calling upstream."""
     before = len(fleet.flaky.requests)
     for server in fleet.servers:
-        body = problem(await fleet.get(server, f"/{service}/status/200"), 503)
+        body = await problem(await fleet.get(server, f"/{service}/status/200"), 503)
         assert body["type"].endswith(":breaker-open"), body
         assert body["service"] == service
     assert len(fleet.flaky.requests) == before, "an instance called the upstream anyway"
@@ -259,7 +255,7 @@ async def refused_as_revoked(fleet: Fleet, server: SporkServer, token: str) -> b
     response = await fleet.get(server, "/private/me", bearer(token))
     if response.status == 200:
         return False
-    body = problem(response, 401)
+    body = await problem(response, 401)
     assert body["reason"] == "revoked", body
     return True
 
