@@ -107,7 +107,11 @@ class Server(Model):
     )
     max_body: Size = Field(
         8 * 1024 * 1024,
-        description="Largest request body accepted; routes may set their own.",
+        description=(
+            "Largest request body accepted (413 past it); routes may set their own. A body goes "
+            "upstream as sent, compressed or not: the gateway does not inflate it, except on a "
+            "`body_schema` route, where the limit bounds it both as sent and inflated."
+        ),
         examples=["512KiB"],
     )
     trusted_proxies: list[str] = Field(
@@ -649,7 +653,10 @@ class Route(Model):
         None,
         description=(
             "JSON Schema file for POST, PUT and PATCH bodies, relative to this file (415 unless "
-            "JSON, 400 if unparsable, 422 listing each schema error)."
+            "JSON, 400 if unparsable, 422 listing each schema error). A body with "
+            "`Content-Encoding: gzip` or `deflate` is inflated to be checked (`max_body` "
+            "bounds the inflated size too) and goes upstream compressed, as sent; any other "
+            "coding is a 415."
         ),
         examples=["schemas/user.json"],
     )

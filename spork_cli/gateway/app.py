@@ -254,7 +254,12 @@ def build_app(
     announce: bool = True,
 ) -> web.Application:
     """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
-    app = web.Application(client_max_size=REPLAYABLE_LIMIT, handler_args={"max_field_size": 16384})
+    # Request bodies go upstream as sent, compressed or not, as nginx and Envoy pass them: the
+    # listener inflating them would do it on the event loop, for any path, unbounded.
+    app = web.Application(
+        client_max_size=REPLAYABLE_LIMIT,
+        handler_args={"max_field_size": 16384, "auto_decompress": False},
+    )
     # Any target, control characters included (a decoded %0A is still a path to route).
     app.router.add_route("*", "/{tail:(?s:.*)}", dispatch)
     app.on_response_prepare.append(edge_headers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -31,6 +30,7 @@ from spork_cli.middleware import (
     RESPONSE_HEADERS,
     UPSTREAM_SECONDS,
 )
+from spork_cli.middleware.body import BodyLimit
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ log = structlog.get_logger("spork.proxy")
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"))
 REPLAYABLE_BODY = 64 * 1024
 BUFFERED_RESPONSE = 256 * 1024
-CHUNK = 64 * 1024
 
 
 async def forward(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
@@ -52,7 +51,7 @@ async def forward(request: web.Request, route: CompiledRoute) -> web.StreamRespo
         from spork_cli.gateway.websocket import proxy_websocket
 
         return await proxy_websocket(request, route)
-    limit = _BodyLimit(route.max_body)
+    limit = BodyLimit(route.max_body)
     try:
         return await _attempts(request, route, limit)
     except HTTPProblem:
@@ -67,7 +66,7 @@ async def forward(request: web.Request, route: CompiledRoute) -> web.StreamRespo
 
 
 async def _attempts(
-    request: web.Request, route: CompiledRoute, limit: _BodyLimit
+    request: web.Request, route: CompiledRoute, limit: BodyLimit
 ) -> web.StreamResponse:
     pool = route.pool
     upstream, endpoint = await _send(request, route, limit)
@@ -90,7 +89,7 @@ def _discard(upstream: Upstream) -> None:
 
 
 async def _send(
-    request: web.Request, route: CompiledRoute, limit: _BodyLimit
+    request: web.Request, route: CompiledRoute, limit: BodyLimit
 ) -> tuple[Upstream, EndpointState]:
     """Send the request, retrying as configured; the endpoint stays acquired on success."""
     pool = route.pool
@@ -326,63 +325,15 @@ def _cut(request: web.Request, reason: str) -> None:
         transport.close()
 
 
-class _BodyLimit:
-    """Counts a streamed body; past the limit the stream stops and the client gets 413."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.exceeded = False
-        self.unreadable: RequestPayloadError | None = None
-        # While a streamed body is sent, each chunk the upstream takes pushes this deadline on:
-        # an upstream that stops reading gets the same idle timeout as one that stops writing.
-        self.idle: asyncio.Timeout | None = None
-        self.idle_seconds = 0.0
-
-    def problem(self, request: web.Request | None = None) -> HTTPProblem:
-        if self.unreadable is not None and request is not None:
-            # A bad Content-Encoding, a broken chunk: the rest of the body cannot be read
-            # either, so the connection ends after the answer, without trying.
-            request.content.feed_eof()
-            return HTTPProblem(
-                400,
-                "bad-request-body",
-                f"the request body could not be read: {_reason_of(self.unreadable)}",
-                close=True,
-            )
-        return HTTPProblem(
-            413, "body-too-large", f"the request body is larger than {self.limit} bytes"
-        )
-
-    async def stream(self, request: web.Request) -> AsyncIterator[bytes]:
-        seen = 0
-        chunks = request.content.iter_chunked(CHUNK).__aiter__()
-        while True:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                return
-            except RequestPayloadError as exc:
-                self.unreadable = exc
-                raise
-            seen += len(chunk)
-            if seen > self.limit:
-                self.exceeded = True
-                raise self.problem()
-            if self.idle is not None:
-                self.idle.reschedule(asyncio.get_running_loop().time() + self.idle_seconds)
-            yield chunk
-
-
-async def _request_body(request: web.Request, limit: _BodyLimit) -> tuple[object, bool]:
+async def _request_body(request: web.Request, limit: BodyLimit) -> tuple[object, bool]:
     """The body to send: bytes when small and known (replayable), else the stream."""
     read = request.get(BODY)
     if read is not None:
         return read, True
     if not request.body_exists:
         return None, True
+    limit.check_length(request)
     length = request.content_length
-    if length is not None and length > limit.limit:
-        raise limit.problem()
     if length is not None and length <= REPLAYABLE_BODY:
         return await request.read(), True
     return limit.stream(request), False
@@ -398,11 +349,6 @@ async def _backoff(retries: Retries, attempt: int, remaining: float) -> None:
     # Full jitter (AWS architecture blog): spreads retries of many clients apart.
     ceiling = min(retries.max_backoff, retries.backoff * (2**attempt), max(remaining, 0.0))
     await asyncio.sleep(random.uniform(0, ceiling))
-
-
-def _reason_of(exc: RequestPayloadError) -> str:
-    message = str(getattr(exc, "message", "") or exc).strip()
-    return message.splitlines()[-1].strip() if message else "malformed"
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,13 +1,15 @@
 """JSON Schema validation of request bodies on routes with ``body_schema``.
 
 Only POST, PUT and PATCH are checked. Their ``Content-Type`` must be JSON (``application/json``
-or a ``+json`` type), else 415; so is a compressed body (``Content-Encoding``), which could not
-be checked and then forwarded as it came. The body is read up to the route's limit and no
-further (413 as soon as it passes it, like the proxy). A body that is not JSON at all gets 400
-(malformed syntax, RFC 9110 15.5.1); JSON that breaks the schema gets 422 with an ``errors``
-list of ``{"path": JSON Pointer, "message"}``: the first ``MAX_ERRORS`` of them, and
-``"truncated": true`` when there were more (a body of many bad items must not turn into an
-answer many times its size). A valid body goes upstream byte for byte as it came.
+or a ``+json`` type), else 415. A compressed body (``Content-Encoding: gzip`` or ``deflate``) is
+inflated to be checked, a step at a time, and ``max_body`` bounds it both as sent and inflated;
+any other coding is a 415 naming the ones taken (``Accept-Encoding``, RFC 9110 15.5.16). The
+body is read up to the route's limit and no further (413 as soon as it passes it, like the
+proxy). A body that is not JSON at all gets 400 (malformed syntax, RFC 9110 15.5.1); JSON that
+breaks the schema gets 422 with an ``errors`` list of ``{"path": JSON Pointer, "message"}``: the
+first ``MAX_ERRORS`` of them, and ``"truncated": true`` when there were more (a body of many bad
+items must not turn into an answer many times its size). A valid body goes upstream byte for
+byte as it came, compressed as it came with its ``Content-Encoding``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from spork_cli.errors import ConfigError
 from spork_cli.middleware import BODY, Handler, Middleware
+from spork_cli.middleware.body import (
+    ACCEPT_ENCODING,
+    INFLATERS,
+    coding_of,
+    read_inflated,
+    read_limited,
+)
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
@@ -69,27 +77,6 @@ def pointer(parts: Iterable[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def too_large(limit: int) -> HTTPProblem:
-    # The proxy's own problem, so a client sees one answer whichever part counted the bytes.
-    return HTTPProblem(413, "body-too-large", f"the request body is larger than {limit} bytes")
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it passes ``limit`` (the rest is never read)."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise too_large(limit)
-    body = bytearray()
-    try:
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limit:
-                raise too_large(limit)
-    except (web.RequestPayloadError, HttpProcessingError) as exc:
-        raise HTTPProblem(400, "unreadable-body", "the request body could not be read") from exc
-    return bytes(body)
-
-
 def validate_middleware(validator: Validator, max_body: int) -> Middleware:
     async def validated(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method not in BODY_METHODS:
@@ -100,17 +87,18 @@ def validate_middleware(validator: Validator, max_body: int) -> Middleware:
                 "unsupported-media-type",
                 "this route takes JSON bodies: send Content-Type: application/json",
             )
-        coding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if coding != "identity":
-            # aiohttp hands over the decoded bytes: what was checked could not go upstream as
-            # it came. RFC 7694: 415, and say which coding is taken.
+        coding = coding_of(request)
+        if coding == "identity":
+            body = sent = await read_limited(request, max_body)
+        elif coding in INFLATERS:
+            sent, body = await read_inflated(request, coding, max_body)
+        else:
             raise HTTPProblem(
                 415,
                 "unsupported-content-encoding",
-                "this route validates bodies and takes them uncompressed",
-                headers={"Accept-Encoding": "identity"},
+                f"this route validates bodies and cannot read the content coding '{coding}'",
+                headers={"Accept-Encoding": ACCEPT_ENCODING},
             )
-        body = await read_limited(request, max_body)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -133,7 +121,7 @@ def validate_middleware(validator: Validator, max_body: int) -> Middleware:
             raise HTTPProblem(
                 422, "invalid-body", "the body does not match the route's schema", extra=extra
             )
-        request[BODY] = body
+        request[BODY] = sent
         return await handler(request)
 
     return validated

@@ -60,7 +60,10 @@ class Backend:
         return len(self.seen)
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        # The exact bytes: a compressed body is recorded compressed, as it was forwarded.
+        app = web.Application(
+            client_max_size=64 * 1024 * 1024, handler_args={"auto_decompress": False}
+        )
         app.router.add_get("/big/{tail:.*}", self.big)
         app.router.add_route("*", "/{tail:.*}", self.shaped)
         self._runner, self.port = await serve_app(app, self.host, self.port)

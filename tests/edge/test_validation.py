@@ -128,16 +128,61 @@ async def test_other_or_missing_content_type_is_415(
     assert backend.calls == 0
 
 
-async def test_compressed_body_is_415(
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_a_compressed_body_is_checked_inflated_and_forwarded_as_sent(
+    gateway: Gateway, backend: Backend, schema_file: Path, coding: str
+) -> None:
+    import gzip
+    import zlib
+
+    client = await gateway(validated(backend.url, schema_file))
+    sent = (gzip.compress if coding == "gzip" else zlib.compress)(b'{"name": "a"}')
+    headers = {**JSON_HEADERS, "Content-Encoding": coding}
+    async with client.post("/users", data=sent, headers=headers) as response:
+        assert response.status == 200, await response.text()
+    [seen] = backend.seen
+    assert seen.body == sent
+    assert seen.headers["Content-Encoding"] == coding
+
+
+async def test_a_compressed_body_that_breaks_the_schema_is_422(
     gateway: Gateway, backend: Backend, schema_file: Path
 ) -> None:
     import gzip
 
     client = await gateway(validated(backend.url, schema_file))
     headers = {**JSON_HEADERS, "Content-Encoding": "gzip"}
-    async with client.post("/users", data=gzip.compress(b'{"name": "a"}'), headers=headers) as r:
+    async with client.post("/users", data=gzip.compress(b'{"name": 5}'), headers=headers) as r:
+        body = await problem(r, 422)
+    assert body["type"] == "urn:spork:problem:invalid-body"
+    assert backend.calls == 0
+
+
+@pytest.mark.parametrize("cut", ["truncated", "garbage"])
+async def test_compressed_data_that_does_not_inflate_is_400(
+    gateway: Gateway, backend: Backend, schema_file: Path, cut: str
+) -> None:
+    import gzip
+
+    client = await gateway(validated(backend.url, schema_file))
+    whole = gzip.compress(b'{"name": "a"}')
+    data = whole[:-6] if cut == "truncated" else b"\x1f\x8b" + b"\xff" * 40
+    headers = {**JSON_HEADERS, "Content-Encoding": "gzip"}
+    async with client.post("/users", data=data, headers=headers) as r:
+        body = await problem(r, 400)
+    assert body["type"] == "urn:spork:problem:bad-request-body"
+    assert backend.calls == 0
+
+
+@pytest.mark.parametrize("coding", ["compress", "br, gzip", "x-unknown"])
+async def test_a_content_coding_the_route_cannot_read_is_415(
+    gateway: Gateway, backend: Backend, schema_file: Path, coding: str
+) -> None:
+    client = await gateway(validated(backend.url, schema_file))
+    headers = {**JSON_HEADERS, "Content-Encoding": coding}
+    async with client.post("/users", data=b"\x1f\x8b not read", headers=headers) as r:
         body = await problem(r, 415)
-        assert r.headers["Accept-Encoding"] == "identity"
+        assert r.headers["Accept-Encoding"] == "identity, gzip, x-gzip, deflate"
     assert body["type"] == "urn:spork:problem:unsupported-content-encoding"
     assert backend.calls == 0
 

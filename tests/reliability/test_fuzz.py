@@ -10,6 +10,7 @@ every failure message names the seed.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import random
@@ -212,6 +213,9 @@ def header_case(rng: random.Random) -> Case:
     if any(h.lower().startswith(b"transfer-encoding") for h in headers):
         # Always a whole body: the gateway would rightly wait for the rest of a cut one.
         body = rng.choice([b"zz\r\n", b"5\r\nhello\r\n0\r\n\r\n"])
+    if body == b"hi" and b"Content-Encoding: gzip" in headers:
+        # Forwarded as sent: the upstream inflates it, so it must be what it says it is.
+        body = gzip.compress(body)
     # A declared length longer than the body would only make the gateway wait for the rest.
     length = not any(h.lower().startswith((b"content-length", b"transfer")) for h in headers)
     return Case("headers", request(b"GET", b"/open/x", headers, body, length=length))
@@ -293,7 +297,8 @@ def json_case(rng: random.Random) -> Case:
              [b"Content-Type: multipart/form-data; boundary=x"], [b"Content-Type: json"],
              [b"Content-Type: application/jsonx"], [*json_type, b"Content-Encoding: gzip"]]
         )  # fmt: skip
-        return case(good, {415}, content_type)
+        # Plain JSON labelled gzip is inflated to be checked, and does not inflate.
+        return case(good, {400} if json_type[0] in content_type else {415}, content_type)
     # Chunked: the validator reads the stream, well framed or not.
     if rng.random() < 0.5:
         body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(good), good)
