@@ -94,8 +94,8 @@ async def serve_app(
 class Upstream:
     """A real HTTP server on loopback that echoes each request back as JSON.
 
-    Routes (a route named ``/x`` also answers ``/x/<anything>``, so a test can give each of
-    its resources a path of its own):
+    Routes (``/hold``, ``/bytes`` and ``/sse`` also answer ``/<route>/<anything>``, so a test
+    can give each of its resources a path of its own; every other path echoes):
 
     - ``/health`` answers ``{"status": "ok"}``; ``/status/{code}`` answers with that status.
     - ``/slow?ms=N`` waits N ms first; ``/hold`` waits until ``gate`` is set.
@@ -171,21 +171,17 @@ class Upstream:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/health", self._health)
         app.router.add_route("*", "/status/{code:[0-9]{3}}", self._status)
-        for route, handler in (
-            ("/slow", self._slow),
-            ("/hold", self._hold),
-            ("/stream", self._stream),
-            ("/bytes", self._bytes),
-            ("/upload", self._upload),
-            ("/sse", self._sse),
-        ):
+        app.router.add_route("*", "/slow", self._slow)
+        app.router.add_route("*", "/stream", self._stream)
+        app.router.add_route("*", "/upload", self._upload)
+        for route, handler in (("/hold", self._hold), ("/bytes", self._bytes), ("/sse", self._sse)):
             app.router.add_route("*", route + "{tail:(/.*)?}", handler)
         app.router.add_route("*", "/{tail:(?s:.*)}", self._echo)  # control characters too
         return app
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        streamed = request.path == "/upload" or request.path.startswith("/upload/")
+        streamed = request.path == "/upload"
         recorded = RecordedRequest(
             method=request.method,
             raw_path=request.raw_path,
