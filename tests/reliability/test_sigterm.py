@@ -19,7 +19,6 @@ from tests.reliability.harness import Figures, Load, Sample
 from tests.support import Upstream, eventually, free_ports, gateway_toml, refuses
 
 CLIENTS = 12  # half of them ask for slow answers, half for quick ones
-SLOW_MS = 300
 SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -56,6 +55,9 @@ async def test_sigterm_under_load_completes_requests_in_flight_and_refuses_new_o
     # retry those.)
     gate = asyncio.Event()
     gate.set()
+    # A slow answer is held at the upstream until the test lets it go, after the signal: a
+    # fixed delay could run out on a busy machine before the signal is sent.
+    upstream.gate.clear()
     active: dict[int, bool] = {}  # index -> slow, while a request is on its way
     sent: list[Sent] = []
     slow_clients: dict[asyncio.Task[object] | None, bool] = {}
@@ -63,7 +65,7 @@ async def test_sigterm_under_load_completes_requests_in_flight_and_refuses_new_o
     async def request(session: aiohttp.ClientSession, index: int) -> tuple[int, bytes]:
         await gate.wait()
         slow = slow_clients.setdefault(asyncio.current_task(), len(slow_clients) % 2 == 0)
-        path = f"/slow?ms={SLOW_MS}&i={index}" if slow else f"/fast?i={index}"
+        path = f"/hold?i={index}" if slow else f"/fast?i={index}"
         started = time.monotonic()
         active[index] = slow
         status: int | None = None
@@ -104,6 +106,7 @@ async def test_sigterm_under_load_completes_requests_in_flight_and_refuses_new_o
         exited = asyncio.create_task(exit_code_and_time())
         await eventually(lambda: refuses(server.port), timeout=2.0, what="new connections refused")
         refused_from = time.monotonic()
+        upstream.gate.set()
         gate.set()
         await load.more(CLIENTS * 2)
     code, exited_at = await exited
