@@ -8,7 +8,6 @@ tests do not trust the minting code they are checking.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import json
@@ -24,19 +23,22 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from spork_cli.auth.verify import Verifier
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import TABLE, build_app
+
+# The auth tests' keys, re-exported: one set per process, however many folders sign with them.
+from tests.auth.keyring import jwk as jwk
+from tests.auth.keyring import private_key as private_key
+from tests.auth.keyring import public_pem as public_pem
+from tests.auth.keyring import rsa_key as rsa_key
 from tests.support import assert_problem
 
 T = TypeVar("T")
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 SECRET = "authgw-secret-" + "k" * 50  # 64 bytes: long enough for HS512 too
 OTHER_SECRET = "authgw-other-" + "q" * 51
@@ -55,54 +57,6 @@ ROUTES: list[dict[str, Any]] = [
     {"path": "/scopes-all", "auth": "required", "scopes": ["read", "write"]},
     {"path": "/scopes-any", "auth": "required", "scopes": ["read", "write"], "scopes_mode": "any"},
 ]
-
-
-# --- keys ------------------------------------------------------------------------------------
-
-
-@functools.cache
-def rsa_key(n: int = 0) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@functools.cache
-def ec_key(n: int = 0) -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@functools.cache
-def ed_key(n: int = 0) -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()
-
-
-def private_key(alg: str, n: int = 0) -> PrivateKey:
-    """A private key that signs ``alg``; ``n`` picks another key of the same kind."""
-    if alg.startswith(("RS", "PS")):
-        return rsa_key(n)
-    if alg == "ES256":
-        return ec_key(n)
-    if alg == "EdDSA":
-        return ed_key(n)
-    raise ValueError(f"no test key for {alg}")
-
-
-def public_pem(key: PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def jwk(key: PrivateKey, kid: str) -> dict[str, Any]:
-    """The public JWK of ``key`` with ``kid``."""
-    public = key.public_key()
-    data: dict[str, Any]
-    if isinstance(public, rsa.RSAPublicKey):
-        data = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        data = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
-    else:
-        data = jwt.algorithms.OKPAlgorithm.to_jwk(public, as_dict=True)
-    return {**data, "kid": kid}
 
 
 # --- tokens ----------------------------------------------------------------------------------
