@@ -95,6 +95,23 @@ class ServerTimeouts(Model):
     shutdown: Duration = Field(
         30.0, description="On SIGTERM, how long in-flight requests may drain before exit."
     )
+    header: Duration = Field(
+        10.0,
+        description=(
+            "Longest a client may take to send a request head, counted from the connection's "
+            "start or the head's first byte (slowloris); then a 408 problem, or for a "
+            "connection that sent nothing just the close."
+        ),
+    )
+    body_idle: Duration = Field(
+        30.0,
+        description=(
+            "Longest a client may pause while sending a request body; then a 408 problem "
+            "and the connection closes. Time the gateway itself is not reading (an upstream "
+            "taking the body slowly) does not count."
+        ),
+    )
+
 
 
 class Server(Model):
@@ -156,6 +173,23 @@ class Server(Model):
         description=(
             "Pass TRACE requests on. Off, TRACE is a 405 problem: an upstream that echoes the "
             "request would reflect its headers, cookies and tokens included."
+        ),
+    )
+    max_header_size: Size = Field(
+        32 * 1024,
+        description=(
+            "Largest request head, request line and header fields together; a larger one is "
+            "a 431 problem and the connection closes. Whatever this says, one field is at "
+            "most 16 KiB and the request line 8 KiB (a 414)."
+        ),
+        examples=["64KiB"],
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description=(
+            "Most client connections open at once, per worker process. One more is answered "
+            "503 problem (`Retry-After: 1`) and closed, while the open ones go on."
         ),
     )
     timeouts: ServerTimeouts = Field(default_factory=ServerTimeouts)

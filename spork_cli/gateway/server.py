@@ -15,6 +15,7 @@ from aiohttp import web
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import SporkError, UsageError
 from spork_cli.gateway.accesslog import AccessLog
+from spork_cli.gateway.bounds import Bounds
 from spork_cli.gateway.protocol import GatewayRunner
 
 log = structlog.get_logger("spork.serve")
@@ -91,6 +92,7 @@ async def run(
         )
         gateway = GatewayRunner(
             app,
+            bounds=Bounds.of(config.server),
             access_log=None,
             shutdown_timeout=drain,
             keepalive_timeout=config.server.timeouts.keepalive,
@@ -102,6 +104,7 @@ async def run(
             raise UsageError(f"cannot start: {exc.message}") from exc
         if not worker:  # with --workers N the supervisor checks, once
             checks = start_checks(app)
+        _descriptors_for(config.server.max_connections)
         await _start_site(
             gateway,
             "requests",
@@ -137,6 +140,35 @@ async def run(
         for runner in (gateway, admin, demo):
             if runner is not None:
                 await runner.cleanup()
+
+
+# Descriptors beyond two per client connection (it and its upstream one): the listeners, the
+# state store, log and config files, the connections being refused.
+SPARE_DESCRIPTORS = 512
+
+
+def _descriptors_for(connections: int) -> None:
+    """Raise the soft limit on open files toward what ``max_connections`` needs (as Go and
+    nginx's worker_rlimit_nofile do), and say so when the hard limit stops short of it."""
+    import resource
+
+    want = 2 * connections + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    ceiling = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if ceiling > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        except (ValueError, OSError):
+            ceiling = soft
+    if ceiling < want:
+        log.warning(
+            "the open-file limit is below what server.max_connections needs",
+            max_connections=connections,
+            limit=ceiling,
+            needed=want,
+        )
 
 
 def _host(host: str) -> str:
