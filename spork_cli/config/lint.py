@@ -599,8 +599,41 @@ def _header_edits(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]
                     )
 
 
+# A browser's request head with a few cookies is 1-4 KiB; each open connection may hold this
+# much while its head arrives.
+MIN_HEADER_SIZE = 1024
+LARGE_HEADER_SIZE = 1024 * 1024
+
+
+def _bounds(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
+    """Listener bounds that would refuse every client or protect against none."""
+    server = config.server
+    timeouts = server.timeouts
+    for key in ("header", "body_idle"):
+        if getattr(timeouts, key) <= 0:
+            yield loaded.diag(
+                ("server", "timeouts", key),
+                "bound-range",
+                f"timeouts.{key} must be longer than zero: every client would time out at once",
+            )
+    if server.max_header_size < MIN_HEADER_SIZE:
+        yield loaded.diag(
+            ("server", "max_header_size"),
+            "bound-range",
+            f"max_header_size below {MIN_HEADER_SIZE} bytes refuses ordinary requests (431)",
+        )
+    elif server.max_header_size > LARGE_HEADER_SIZE:
+        yield loaded.diag(
+            ("server", "max_header_size"),
+            "bound-range",
+            "max_header_size over 1 MiB: each slow client may hold that much memory",
+            severity="warning",
+        )
+
+
 CHECKS: tuple[Check, ...] = (
     _server,
+    _bounds,
     _state,
     _auth,
     _services,
