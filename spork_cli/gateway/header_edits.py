@@ -32,9 +32,11 @@ class HeaderEdits:
 
     def request_items(self, items: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``items`` (the upstream request's headers, the gateway's own included) with the
-        edits made."""
+        edits made. A name is compared with ``_`` read as ``-`` (with
+        ``server.underscores_in_headers`` on, ``X_Secret`` would reach a CGI-style server as
+        the ``X-Secret`` an edit removed)."""
         replaced = self.replaced
-        kept = [(k, v) for k, v in items if k.lower() not in replaced]
+        kept = [(k, v) for k, v in items if k.lower().replace("_", "-") not in replaced]
         kept.extend(self.set)
         return kept
 

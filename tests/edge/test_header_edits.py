@@ -157,3 +157,35 @@ def test_check_refuses_edits_of_headers_the_gateway_owns(
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stdout
     assert f"{file}:8:" in result.stdout  # located on the offending line
+
+
+async def test_an_underscore_spelling_cannot_slip_past_an_edit(
+    tmp_path: Path, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    # wsgiref, like CGI, reads X_Secret_Thing and X-Secret-Thing as one HTTP_X_SECRET_THING.
+    from tests.security.frameworks import serve
+
+    with serve("wsgiref") as wsgiref:
+        port, admin_port = free_ports(2)
+        file = tmp_path / "gateway.toml"
+        file.write_text(
+            gateway_toml(
+                port,
+                admin_port,
+                {"svc": wsgiref},
+                {"/api": "svc"},
+                server_extra="underscores_in_headers = true",
+                route_extra=(
+                    '[routes.request_headers]\nremove = ["X-Secret-Thing"]\n'
+                    'set = { X-Chosen-Route = "open" }'
+                ),
+            )
+        )
+        server = await spork_server(file, port, admin_port)
+        sent = {"X_Secret_Thing": "leak", "X_Chosen_Route": "admin", "X_Other": "kept"}
+        async with http.get(f"{server.url}/api/x", headers=sent) as response:
+            assert response.status == 200
+            seen = (await response.json())["headers"]
+    assert "x-secret-thing" not in seen
+    assert seen["x-chosen-route"] == "open"
+    assert seen["x-other"] == "kept"  # underscores are allowed: other names pass
