@@ -61,8 +61,26 @@ PROXY_ONLY = frozenset(
         "X-HTTP-Method-Override",
         "X-HTTP-Method",
         "X-Method-Override",
+        # the scheme, as Rack, Django and others read it
+        "X-Forwarded-Ssl",
+        "X-Forwarded-Scheme",
+        "X-Forwarded-Protocol",
+        "X-Url-Scheme",
+        "Front-End-Https",
+        # the client's address or the original target, under other names
+        "X-Cluster-Client-IP",
+        "Client-IP",
+        "X-Forwarded",
+        "Forwarded-For",
+        "X-Host",
+        "X-Forwarded-Uri",
+        "X-Envoy-Original-Path",
+        "X-Script-Name",
     )
 )
+# Never forwarded from anyone: CGI servers turn `Proxy` into HTTP_PROXY, which HTTP clients in
+# the upstream take for their proxy setting (httpoxy).
+NEVER = frozenset(("proxy",))
 # Every method but TRACE: the Allow of a 405 for TRACE on a route that takes any method.
 ALLOW_BUT_TRACE = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
 
@@ -88,7 +106,9 @@ class Forwarding:
         self.underscores = underscores
         self.trace = trace
         identity = frozenset(h.lower() for h in claims.values())
-        self.strip_keep_length = identity | HOP_BY_HOP | FORWARDING_HEADERS | {"host", "expect"}
+        self.strip_keep_length = (
+            identity | HOP_BY_HOP | FORWARDING_HEADERS | NEVER | {"host", "expect"}
+        )
         self.strip = self.strip_keep_length | {"content-length"}
         # From a client that is not a trusted proxy, the proxy-only headers go too.
         self.strip_untrusted = self.strip | PROXY_ONLY

@@ -31,6 +31,19 @@ PROXY_ONLY = [
     "X-HTTP-Method-Override",
     "X-HTTP-Method",
     "X-Method-Override",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme",
+    "X-Forwarded-Protocol",
+    "X-Url-Scheme",
+    "Front-End-Https",
+    "X-Cluster-Client-IP",
+    "Client-IP",
+    "X-Forwarded",
+    "Forwarded-For",
+    "X-Host",
+    "X-Forwarded-Uri",
+    "X-Envoy-Original-Path",
+    "X-Script-Name",
 ]
 
 
@@ -188,6 +201,15 @@ async def test_proxy_only_headers_pass_from_a_trusted_proxy(
         single_service(upstream.url, server={"trusted_proxies": ["127.0.0.1/32"]})
     )
     assert (await seen_headers(client, {name: "/prefix"}))[name.lower()] == "/prefix"
+
+
+@pytest.mark.parametrize("trusted", [[], ["127.0.0.1/32"]], ids=["client", "trusted-proxy"])
+async def test_a_proxy_header_never_reaches_an_upstream_from_anyone(
+    gateway: Gateway, upstream: Upstream, trusted: list[str]
+) -> None:
+    # CGI servers would make it HTTP_PROXY, the proxy setting of the upstream's own clients.
+    client = await gateway(single_service(upstream.url, server={"trusted_proxies": trusted}))
+    assert "proxy" not in await seen_headers(client, {"Proxy": "http://127.0.0.1:9"})
 
 
 # --- the client address ----------------------------------------------------------------------
