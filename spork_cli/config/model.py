@@ -113,7 +113,6 @@ class ServerTimeouts(Model):
     )
 
 
-
 class Server(Model):
     """The client-facing listener (static: a change needs a restart)."""
 
@@ -136,28 +135,15 @@ class Server(Model):
         description=(
             "CIDRs whose X-Forwarded-For / Forwarded headers are believed: the client address "
             "is the nearest untrusted hop of X-Forwarded-For, or of `Forwarded: for=` when "
-            "there is no X-Forwarded-For. Only these peers may send X-Real-IP, X-Client-IP, "
-            "True-Client-IP, X-Forwarded-Prefix/-Port/-Server, X-Original-URL, X-Rewrite-URL "
-            "and the method overrides (X-HTTP-Method-Override, X-HTTP-Method, "
-            "X-Method-Override); from anyone else they are dropped."
+            "there is no X-Forwarded-For. Only these peers may send the headers upstream "
+            "frameworks read as the client's address, the scheme, a path prefix, the original "
+            "target or the method (X-Real-IP, X-Client-IP, True-Client-IP, Client-IP, "
+            "X-Forwarded-Prefix/-Port/-Server/-Ssl/-Scheme/-Uri, X-Url-Scheme, X-Host, "
+            "X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override and the like, listed in "
+            "gateway/forwarding.py); from anyone else they are dropped. `Proxy` is dropped "
+            "from everyone."
         ),
         examples=[["127.0.0.1/32", "10.0.0.0/8"]],
-    )
-    merge_slashes: bool = Field(
-        True,
-        description=(
-            "Merge runs of slashes in a request path into one before routing and forwarding "
-            "(as nginx's merge_slashes); off keeps empty segments as sent."
-        ),
-    )
-    encoded_slashes: Literal["reject", "keep"] = Field(
-        "reject",
-        description=(
-            "A request path with an encoded `/` or `\\` (`%2F`, `%5C`): `reject` answers 400, "
-            "since servers disagree on whether it separates segments; `keep` routes it as one "
-            "opaque segment and forwards it encoded, for APIs that put slashes in names "
-            "(an upstream that decodes it then sees other segments than the gateway matched)."
-        ),
     )
     underscores_in_headers: bool = Field(
         False,
@@ -173,6 +159,23 @@ class Server(Model):
         description=(
             "Pass TRACE requests on. Off, TRACE is a 405 problem: an upstream that echoes the "
             "request would reflect its headers, cookies and tokens included."
+        ),
+    )
+    merge_slashes: bool = Field(
+        True,
+        description=(
+            "Merge runs of slashes in a request path into one before routing and forwarding "
+            "(as nginx's merge_slashes); off keeps empty segments as sent."
+        ),
+    )
+    encoded_slashes: Literal["reject", "keep"] = Field(
+        "reject",
+        description=(
+            "A request path with an encoded `/` or `\\` (`%2F`, `%5C`): `reject` answers 400, "
+            "since servers disagree on whether it separates segments; `keep` routes it as one "
+            "opaque segment and forwards it encoded, for APIs that put slashes in names; a "
+            "path that, read with those slashes as separators (as upstreams decode it), falls "
+            "under another route is still refused (400)."
         ),
     )
     max_header_size: Size = Field(

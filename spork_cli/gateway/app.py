@@ -15,7 +15,7 @@ from yarl import URL
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
-from spork_cli.gateway.canonical import BadPath, canonical_target
+from spork_cli.gateway.canonical import BadPath, canonical_path, canonical_target
 from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
 from spork_cli.gateway.header_edits import HeaderEdits
 from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
@@ -67,12 +67,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     # An absolute-form target (`GET http://host/path`) is routed by its path, like any; a
     # fragment there is refused as in origin form.
     target = raw if raw[:1] == "/" else request.rel_url.raw_path_qs + ("#" if "#" in raw else "")
+    server = table.config.server
+    keep_slashes = server.encoded_slashes == "keep"
     try:
-        server = table.config.server
         clean = canonical_target(
-            target,
-            merge_slashes=server.merge_slashes,
-            keep_encoded_slashes=server.encoded_slashes == "keep",
+            target, merge_slashes=server.merge_slashes, keep_encoded_slashes=keep_slashes
         )
     except BadPath as exc:
         refused = exc
@@ -86,6 +85,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     edge = table.edge
     match = table.match(request.method, raw)
+    if refused is None and keep_slashes and ("%2F" in raw or "%5C" in raw):
+        refused = _split_elsewhere(table, request.method, raw, match.route)
     route = match.route if refused is None else None
     response: web.StreamResponse | None = None
     metrics = request.app.get(METRICS)
@@ -148,6 +149,27 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if holder.access_log is not None and holder.current.config.logging.access_log:
         _access(holder.access_log, table, request, response, route, elapsed)
     return response
+
+
+def _split_elsewhere(
+    table: RouteTable, method: str, raw: str, chosen: CompiledRoute | None
+) -> BadPath | None:
+    """With ``encoded_slashes = "keep"``: a refusal when the path, read with its encoded
+    slashes as separators (as every common upstream framework decodes it), falls under
+    another route than the one matched with them kept (`/svc/admin%2Fx` under `/svc/` while
+    `/svc/admin` is a route of its own)."""
+    path, _, _ = raw.partition("?")
+    split = path.replace("%2F", "/").replace("%5C", "/")
+    try:
+        other = table.match(method, canonical_path(split)).route
+    except BadPath as exc:
+        return exc
+    if other is chosen:
+        return None
+    return BadPath(
+        "ambiguous-path",
+        "an encoded slash in this path would lead the upstream to another route",
+    )
 
 
 async def _resolved(request: web.Request, path: str) -> web.StreamResponse:

@@ -7,7 +7,8 @@ generated spellings (percent-encoding of any character in either hex case, dot s
 of slashes, encoded separators, NULs, backslashes, fragments, path parameters), the gateway
 either refuses the request with a 400 problem, or the route it chose is the one the
 framework's own decoded path falls under: no spelling reaches the guarded prefix through the
-open route.
+open route. So with the defaults, with encoded slashes kept (`server.encoded_slashes`), and
+with slashes not merged (`server.merge_slashes`).
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ def route_of(decoded: str, framework: str) -> str | None:
     return None
 
 
-def config(port: int, admin_port: int, frameworks: dict[str, str]) -> str:
+def config(port: int, admin_port: int, frameworks: dict[str, str], server_extra: str) -> str:
     lines = [
-        f'[server]\nhost = "{LOOPBACK}"\nport = {port}\n',
+        f'[server]\nhost = "{LOOPBACK}"\nport = {port}\n{server_extra}\n',
         f'[admin]\nhost = "{LOOPBACK}"\nport = {admin_port}\n',
         f'[auth]\nalgorithms = ["HS256"]\nsecret = "{SECRET}"\n',
     ]
@@ -114,13 +115,19 @@ def frameworks() -> Iterator[dict[str, str]]:
         yield {name: stack.enter_context(serve(name)) for name in FRAMEWORKS}
 
 
-@pytest.fixture
+@pytest.fixture(
+    params=["", 'encoded_slashes = "keep"', "merge_slashes = false"],
+    ids=["defaults", "encoded-slashes-kept", "slashes-not-merged"],
+)
 async def gateway(
-    spork_server: StartSpork, frameworks: dict[str, str], tmp_path: Path
+    spork_server: StartSpork,
+    frameworks: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[SporkServer]:
     port, admin_port = free_ports(2)
     file = tmp_path / "gateway.toml"
-    file.write_text(config(port, admin_port, frameworks))
+    file.write_text(config(port, admin_port, frameworks, request.param))
     yield await spork_server(file, port, admin_port)
 
 
