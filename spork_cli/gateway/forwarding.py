@@ -126,6 +126,28 @@ class Forwarding:
     def trusts(self, address: Address) -> bool:
         return any(address in net for net in self.trusted)
 
+    def chain(self, incoming: CIMultiDictProxy[str]) -> list[Address]:
+        """The hops a trusted peer's forwarding headers vouch for, the client first: read right
+        to left (X-Forwarded-For, or ``Forwarded: for=`` when no X-Forwarded-For came), each
+        trusted proxy naming the one before it, up to and including the first hop that is not
+        a trusted proxy (the client). Call it only for a trusted peer."""
+        sent = incoming.getall("X-Forwarded-For", ())
+        hops: list[str | None] = (
+            [h.strip() for v in sent for h in v.split(",")]
+            if sent
+            else forwarded_for(incoming.getall("Forwarded", ()))
+        )
+        kept: list[Address] = []
+        for hop in reversed(hops):
+            address = parse_address(hop) if hop else None
+            if address is None:
+                break
+            kept.append(address)
+            if not self.trusts(address):
+                break
+        kept.reverse()
+        return kept
+
     def screen(self, request: web.Request, routed: bool) -> None:
         """Refuse, before any route sees it, a request that the gateway and an upstream could
         read two ways: a 400 problem for a bad or missing ``Host`` or a second
@@ -179,7 +201,7 @@ class Forwarding:
         ]
         scheme = request.scheme
         host = incoming.get("Host", "")
-        node = f'"[{peer}]"' if ":" in peer else peer or "unknown"
+        node = _for_node(peer) if peer else "unknown"
         # RFC 7239 section 4: a value that is not a token is a quoted-string, `"` and `\`
         # escaped. screen() refuses such a Host anyway; this keeps it one parameter regardless.
         element = (
@@ -188,8 +210,12 @@ class Forwarding:
             else f"for={node};proto={scheme}"
         )
         if trusted:
-            prior_xff = ", ".join(incoming.getall("X-Forwarded-For", ()))
-            prior = ", ".join(incoming.getall("Forwarded", ()))
+            # Both chains are rebuilt from the hops the trusted proxies vouch for (the client
+            # and the proxies after it); what a client wrote before its own hop, or a
+            # malformed element, goes no further.
+            hops = self.chain(incoming)
+            prior_xff = ", ".join(str(hop) for hop in hops)
+            prior = ", ".join(f"for={_for_node(str(hop))}" for hop in hops)
             items += [
                 ("X-Forwarded-For", f"{prior_xff}, {peer}" if prior_xff else peer),
                 ("X-Forwarded-Proto", incoming.get("X-Forwarded-Proto", scheme)),
@@ -248,24 +274,32 @@ _ESCAPE = re.compile(r"\\(.)")
 def forwarded_for(values: Iterable[str]) -> list[str | None]:
     """The node of each element of ``Forwarded`` field values, in order: its address as text
     (quotes, brackets and port removed), or None for an element without one (no ``for=``,
-    ``unknown``, an obfuscated ``_name``). A value that does not parse ends the list with a
-    None: what follows cannot be told apart from what a client wrote."""
+    ``unknown``, an obfuscated ``_name``). A field value that does not parse stands as one None,
+    in its place: the elements after it, which proxies nearer the gateway appended, still
+    count, and the walk from the right stops at it."""
     nodes: list[str | None] = []
     for value in values:
+        line: list[str | None] = []
         pos, end, node = 0, len(value), None
         while pos < end:
             match = _FORWARDED_PAIR.match(value, pos)
             if match is None:
-                nodes.append(None)
-                return nodes
+                line = [None]
+                break
             name, raw, sep = match.groups()
             if name.lower() == "for":
                 node = _node(_ESCAPE.sub(r"\1", raw[1:-1]) if raw[:1] == '"' else raw)
             if sep != ";":
-                nodes.append(node)
+                line.append(node)
                 node = None
             pos = match.end()
+        nodes.extend(line)
     return nodes
+
+
+def _for_node(address: str) -> str:
+    """An address as a ``for=`` value: IPv6 bracketed and quoted (RFC 7239 section 6)."""
+    return f'"[{address}]"' if ":" in address else address
 
 
 def _node(text: str) -> str | None:

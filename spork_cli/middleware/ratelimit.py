@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from spork_cli.errors import StateError
-from spork_cli.gateway.forwarding import forwarded_for, parse_address
+from spork_cli.gateway.forwarding import parse_address
 from spork_cli.gateway.metrics import METRICS
 from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
@@ -22,25 +22,16 @@ if TYPE_CHECKING:
 
 
 def client_ip(request: web.Request, forwarding: Forwarding) -> str:
-    """The client's address: the peer, or behind trusted proxies the nearest untrusted hop of
-    X-Forwarded-For, or of ``Forwarded: for=`` when no X-Forwarded-For came (both read right to
-    left, so a client cannot pick its own address). An IPv4-mapped IPv6 address
-    (``::ffff:1.2.3.4``) is the IPv4 address, so one client has one key."""
+    """The client's address: the peer, or behind trusted proxies the first hop of the chain
+    they vouch for (`Forwarding.chain`: the nearest untrusted hop of X-Forwarded-For, or of
+    ``Forwarded: for=`` when no X-Forwarded-For came, read right to left, so a client cannot
+    pick its own address). An IPv4-mapped IPv6 address (``::ffff:1.2.3.4``) is the IPv4
+    address, so one client has one key."""
     peer = request.remote or ""
     if forwarding.trusted and forwarding.is_trusted(peer):
-        incoming = request.headers
-        sent = incoming.getall("X-Forwarded-For", ())
-        hops = (
-            [h.strip() for v in sent for h in v.split(",")]
-            if sent
-            else forwarded_for(incoming.getall("Forwarded", ()))
-        )
-        for hop in reversed(hops):
-            address = parse_address(hop) if hop else None
-            if address is None:
-                break
-            if not forwarding.trusts(address):
-                return str(address)
+        hops = forwarding.chain(request.headers)
+        if hops:
+            return str(hops[0])
     if peer[:7].lower() == "::ffff:":
         address = parse_address(peer)
         if address is not None:

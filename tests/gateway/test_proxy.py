@@ -156,9 +156,9 @@ async def test_forwarding_headers_extend_client_values_from_a_trusted_proxy(
     assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
     assert headers["x-forwarded-proto"] == "https"
     assert headers["x-forwarded-host"] == "spoofed.example"
-    assert headers["forwarded"] == (
-        f'for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host="{host}"'
-    )
+    # Rebuilt from the hops the trusted proxy vouches for: their addresses, then this hop's
+    # element (the scheme and host of earlier hops travel in X-Forwarded-Proto / -Host).
+    assert headers["forwarded"] == f'for=203.0.113.9, for=127.0.0.1;proto=http;host="{host}"'
 
 
 async def test_forwarding_headers_are_set_without_client_values_from_a_trusted_proxy(
@@ -184,15 +184,46 @@ async def test_trusted_proxies_that_do_not_include_the_peer_are_not_trusted(
     assert headers["x-forwarded-proto"] == "http"
 
 
-async def test_repeated_x_forwarded_for_lines_from_a_trusted_proxy_are_all_kept(
+async def test_repeated_x_forwarded_for_lines_from_a_trusted_proxy_read_as_one_chain(
     gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        single_service(upstream.url, server={"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]})
+    )
+    sent = CIMultiDict(
+        [
+            ("X-Forwarded-For", "198.51.100.1, 203.0.113.9"),
+            ("X-Forwarded-For", "10.0.0.7"),
+        ]
+    )
+    headers = (await echo(client, "/x", headers=sent))["headers"]
+    # 10.0.0.7 (trusted) names 203.0.113.9, the client; what stands before the client's own
+    # hop is whatever the client wrote, and an upstream reading the first entry would take it.
+    assert headers["x-forwarded-for"] == "203.0.113.9, 10.0.0.7, 127.0.0.1"
+    assert headers["forwarded"].startswith("for=203.0.113.9, for=10.0.0.7, for=127.0.0.1;")
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["for=6.6.6.6;proto=https;host=evil.example", "for=203.0.113.9"],
+        ['for="6.6.6.6', "for=203.0.113.9"],
+        ["for=6.6.6.6, for=203.0.113.9"],
+    ],
+    ids=["forged-element", "unbalanced-quote", "one-line"],
+)
+async def test_forwarded_from_a_trusted_proxy_keeps_only_what_it_vouches_for(
+    gateway: Gateway, upstream: Upstream, lines: list[str]
 ) -> None:
     client = await gateway(
         single_service(upstream.url, server={"trusted_proxies": ["127.0.0.1/32"]})
     )
-    sent = CIMultiDict([("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", "203.0.113.9")])
+    sent = CIMultiDict([("Forwarded", line) for line in lines])
     headers = (await echo(client, "/x", headers=sent))["headers"]
-    assert headers["x-forwarded-for"] == "198.51.100.1, 203.0.113.9, 127.0.0.1"
+    host = f"127.0.0.1:{client.port}"
+    assert headers["forwarded"] == f'for=203.0.113.9, for=127.0.0.1;proto=http;host="{host}"'
+    # The client that Forwarded names is the one X-Forwarded-For names upstream too.
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
 
 
 # --- identity and host -------------------------------------------------------------------------
