@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -322,6 +323,7 @@ _HOST = re.compile(
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+@lru_cache(maxsize=512)
 def valid_host(host: str) -> bool:
     """Whether ``host`` is a Host field value RFC 9112 section 3.2 allows: ``uri-host [":"
     port]``, empty included (a target without an authority)."""
@@ -344,6 +346,8 @@ _QUOTED = re.compile(r'(["\\])')
 
 def quoted(value: str) -> str:
     """An RFC 9110 quoted-string (section 5.6.4) of ``value``: `"` and backslash escaped."""
+    if '"' not in value and "\\" not in value:
+        return '"' + value + '"'  # the common case, on every request: nothing to escape
     return '"' + _QUOTED.sub(r"\\\1", value) + '"'
 
 
