@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
