@@ -609,7 +609,7 @@ def _bounds(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
     """Listener bounds that would refuse every client or protect against none."""
     server = config.server
     timeouts = server.timeouts
-    for key in ("header", "body_idle"):
+    for key in ("header", "body_idle", "body"):
         if getattr(timeouts, key) <= 0:
             yield loaded.diag(
                 ("server", "timeouts", key),

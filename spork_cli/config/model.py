@@ -111,6 +111,15 @@ class ServerTimeouts(Model):
             "taking the body slowly) does not count."
         ),
     )
+    body: Duration = Field(
+        60.0,
+        description=(
+            "Longest a client may take to send a whole request body, however steadily it "
+            "trickles (one byte every few seconds never trips `body_idle`); then a 408 "
+            "problem and the connection closes. Time the gateway itself is not reading does "
+            "not count."
+        ),
+    )
 
 
 class Server(Model):

@@ -55,6 +55,7 @@ TABLE = web.AppKey("spork.table", TableHolder)
 # The security headers and CORS answer of this request's response: dispatch decides them, the
 # prepare hook applies them (also to streamed answers, which the proxy prepares itself).
 EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("spork.edge")
+CLIENT_CLOSED = 499
 # The route's [routes.response_headers], applied last by the same hook.
 RESPONSE_EDITS = web.RequestKey("spork.response_edits", HeaderEdits)
 
@@ -126,7 +127,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             response = await route.handler(request)
     except HTTPProblem as problem:
         response = render(problem, request)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
+        # The client went away before its request was whole (mid-body): nobody is left to
+        # answer. Logged and counted as nginx does, 499 "client closed request".
+        response = web.Response(status=CLIENT_CLOSED)
+        response.force_close()
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error", request_id=rid)

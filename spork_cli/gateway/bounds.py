@@ -40,6 +40,7 @@ class Bounds:
 
     header_timeout: float = 10.0
     body_idle: float = 30.0
+    body_total: float = 60.0
     max_header_size: int = 32 * 1024
     max_connections: int = 1024
 
@@ -48,6 +49,7 @@ class Bounds:
         return cls(
             header_timeout=server.timeouts.header,
             body_idle=server.timeouts.body_idle,
+            body_total=server.timeouts.body,
             max_header_size=server.max_header_size,
             max_connections=server.max_connections,
         )

@@ -5,8 +5,8 @@ never a traceback; and each connection is held to the listener's bounds (bounds.
 - a request head must arrive within ``header_timeout`` of the connection's start or of its
   first byte (then 408, or for a connection that sent nothing, the close), and be at most
   ``max_header_size`` bytes (then 431; a request line over ``max_line_size`` is a 414);
-- a body may pause at most ``body_idle`` while the gateway is reading it (then the read fails,
-  which the proxy and the validator answer 408);
+- a body may pause at most ``body_idle`` while the gateway is reading it, and take at most
+  ``body_total`` in all (then the read fails, which the proxy and the validator answer 408);
 - an answer given before the request body's end (401, 404, 413, 415...) has
   ``Connection: close``: the body is not read on, what the client still sends is discarded for
   ``LINGER`` at most, and the connection closes;
@@ -60,6 +60,8 @@ class ProblemRequestHandler(RequestHandler):
     _body: StreamReader | None = None  # the last head's body, while it is being received
     _body_timer: Any = None
     _body_seen = 0.0  # when a byte of that body last came (or reading resumed)
+    _body_due = 0.0  # when the whole body must be in (timeouts.body), pauses of ours added
+    _body_checked = 0.0  # when _body_check last ran
     _counted = 0  # _request_count as data_received last left it
     _refused = False  # answered already: nothing more is read
 
@@ -119,9 +121,11 @@ class ProblemRequestHandler(RequestHandler):
             self._body = None
             return
         self._body = payload
-        self._body_seen = self._loop.time()
+        now = self._body_seen = self._body_checked = self._loop.time()
+        self._body_due = now + self.bounds.body_total
         if self._body_timer is None:
-            self._body_timer = self._loop.call_later(self.bounds.body_idle, self._body_check)
+            first = min(self.bounds.body_idle, self.bounds.body_total)
+            self._body_timer = self._loop.call_later(first, self._body_check)
 
     def _receiving(self) -> StreamReader | None:
         if self._messages:
@@ -178,9 +182,12 @@ class ProblemRequestHandler(RequestHandler):
         now = loop.time()
         if self._reading_paused or self._buffer_paused:
             # The gateway is not reading (an upstream takes the body slowly): not the
-            # client's pause.
+            # client's pause, nor the client's time.
             self._body_seen = now
-        deadline = self._body_seen + self.bounds.body_idle
+            self._body_due += now - self._body_checked
+        self._body_checked = now
+        idle = self._body_seen + self.bounds.body_idle
+        deadline = min(idle, self._body_due)
         if now < deadline:
             self._body_timer = loop.call_at(deadline, self._body_check)
             return
@@ -189,9 +196,11 @@ class ProblemRequestHandler(RequestHandler):
         if request is None or request.content is not body:
             self.force_close()  # answered already, or not started: nobody reads it
             return
-        body.set_exception(
-            BodyTimeout(f"no byte of the body for {self.bounds.body_idle:g}s (body_idle)")
-        )
+        if now >= idle:
+            why = f"no byte of the body for {self.bounds.body_idle:g}s (timeouts.body_idle)"
+        else:
+            why = f"the body took longer than {self.bounds.body_total:g}s (timeouts.body)"
+        body.set_exception(BodyTimeout(why))
 
     def finish_response(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None

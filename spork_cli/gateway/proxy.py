@@ -176,6 +176,7 @@ async def _send(
             ) as exc:
                 if limit.exceeded or limit.unreadable is not None:
                     raise limit.problem(request) from exc
+                _unless_client_left(request, exc)
                 pool.record_failure(endpoint, _reason(exc))
                 if not last and pool.budget.try_retry():
                     await _backoff(service.retries, attempt, deadline - loop.time())
@@ -186,6 +187,7 @@ async def _send(
             except (aiohttp.ClientError, h1.UpstreamError) as exc:
                 if limit.exceeded or limit.unreadable is not None:
                     raise limit.problem(request) from exc
+                _unless_client_left(request, exc)
                 pool.record_failure(endpoint, _reason(exc))
                 raise HTTPProblem(
                     502, "upstream-error", f"service '{pool.name}' gave an invalid response"
@@ -209,6 +211,15 @@ async def _send(
             if not keep:
                 pool.release(endpoint)
     raise AssertionError("unreachable: the last attempt always returns or raises")
+
+
+def _unless_client_left(request: web.Request, exc: BaseException) -> None:
+    """A request whose body was being streamed upstream fails when its client goes away: that
+    is no failure of the endpoint (no breaker or health count), and nobody is left to answer
+    (dispatch logs it as 499)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away before its request was whole") from exc
 
 
 async def _without_body(

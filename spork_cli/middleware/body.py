@@ -29,7 +29,8 @@ STEP = 64 * 1024
 
 
 class BodyTimeout(RequestPayloadError):
-    """The client sent no byte of the body for the listener's ``body_idle``."""
+    """The client sent no byte of the body for the listener's ``body_idle``, or not the whole
+    body within ``timeouts.body``; its message says which."""
 
 
 def too_large(limit: int) -> HTTPProblem:
@@ -41,7 +42,7 @@ def unreadable(exc: BaseException) -> HTTPProblem:
     connection ends after the answer."""
     if isinstance(exc, BodyTimeout):
         return HTTPProblem(
-            408, "body-timeout", "the client stopped sending the request body", close=True
+            408, "body-timeout", f"the request body came too slowly: {exc}", close=True
         )
     return HTTPProblem(
         400,

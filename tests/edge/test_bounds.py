@@ -99,7 +99,7 @@ def bounded(tmp_path: Path, spork_server: StartSpork, raw_upstream: RawUpstream)
         *args: str, serving: int = 1, max_body: str = "8MiB", **settings: object
     ) -> SporkServer:
         server = {"max_connections": 16, "max_header_size": "32KiB"}
-        timeouts = {"header": "500ms", "body_idle": "500ms"}
+        timeouts = {"header": "500ms", "body_idle": "500ms", "body": "30s"}
         for key, value in settings.items():
             (timeouts if key in timeouts else server)[key] = value
 
@@ -368,6 +368,57 @@ async def test_a_body_that_stops_coming_is_a_408_and_the_connection_closes(
         assert headers["connection"] == "close"
         assert await connection.closed()
     assert raw_upstream.uploads == []
+
+
+@pytest.mark.parametrize(
+    ("route", "length"),
+    [("open", 1000), ("open", 300_000), ("checked", 1000)],
+    ids=["read-whole", "streamed", "validated"],
+)
+async def test_a_body_that_trickles_past_timeouts_body_is_a_408(
+    bounded: Start, raw_upstream: RawUpstream, route: str, length: int, connect: Connect
+) -> None:
+    # One byte every 100 ms never pauses as long as body_idle (500 ms), but the whole body
+    # would take minutes: timeouts.body (1.5 s) ends it.
+    server = await bounded(body="1500ms")
+    connection = await connect(server)
+    fields = ("Content-Type: application/json", f"Content-Length: {length}")
+    await connection.send(head("POST", f"/{route}/upload", *fields))
+
+    async def trickle() -> None:
+        for _ in range(length):
+            await connection.send(b" ")
+            await asyncio.sleep(0.1)  # the client's pace: what is under test
+
+    sending = asyncio.ensure_future(trickle())
+    try:
+        async with asyncio.timeout(10):
+            _, headers, body = await connection.response()
+    finally:
+        sending.cancel()
+    problem = problem_of(408, body, "body-timeout")
+    assert "timeouts.body)" in str(problem["detail"])
+    assert headers["connection"] == "close"
+    assert raw_upstream.uploads == []
+
+
+@pytest.mark.parametrize(("route", "length"), [("open", 1000), ("open", 300_000)])
+async def test_a_client_leaving_mid_body_is_logged_as_499_without_a_traceback(
+    bounded: Start, raw_upstream: RawUpstream, route: str, length: int, connect: Connect
+) -> None:
+    server = await bounded(body_idle="30s")
+    connection = await connect(server)
+    await connection.send(head("POST", f"/{route}/upload", f"Content-Length: {length}") + b"ab")
+    connection.close()
+
+    async def logged() -> list[dict[str, object]] | None:
+        lines = [e for e in server.events("request") if e.get("method") == "POST"]
+        return lines or None
+
+    (line,) = await eventually(logged, timeout=10, what="the access log line of the request")
+    assert line["status"] == 499  # nginx's "client closed request"
+    assert "Traceback" not in server.output()
+    assert await ping(server) == 200
 
 
 @pytest.mark.parametrize(("path", "status"), [("/nowhere", 404), ("/private/x", 401)])
