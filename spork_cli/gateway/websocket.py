@@ -37,9 +37,7 @@ async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.Str
         raise HTTPProblem(503, "no-healthy-endpoint", f"service '{pool.name}' has no endpoint")
     request[ENDPOINT] = endpoint.url
     headers = CIMultiDict(
-        (k, v)
-        for k, v in route.upstream_headers(request, endpoint)
-        if k.lower() not in _SKIP
+        (k, v) for k, v in route.upstream_headers(request, endpoint) if k.lower() not in _SKIP
     )
     require_utf8(headers.items())
     protocols = [

@@ -32,7 +32,7 @@ from tests.authgw.conftest import (
     unverified,
 )
 from tests.conftest import CLI_ENV, RepoConfig, StartSpork
-from tests.support import SporkRunner, run_spork
+from tests.support import SporkRunner, free_port, run_spork
 
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"
 Result = subprocess.CompletedProcess[str]
@@ -284,7 +284,9 @@ def keygen_round_trip(run_spork: SporkRunner, root: Path, alg: str) -> None:
     lines = result.stdout.split("add to gateway.toml:", 1)[1].strip().splitlines()
     assert lines[0] == "[auth]"
     assert f'algorithms = ["{alg}"]' in lines
-    config.write_text("\n".join(lines) + "\n")
+    # An admin port of its own: verify asks a gateway there about revocations, and one of
+    # another test (the README tour's, on the default 9901) must not answer.
+    config.write_text(f"[admin]\nport = {free_port()}\n\n" + "\n".join(lines) + "\n")
 
     if alg.startswith("HS"):
         assert "$(cat ../keys/hs256.secret)" in result.stdout
