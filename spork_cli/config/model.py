@@ -285,10 +285,15 @@ class State(Model):
         ge=100,
         description=(
             "Memory backend: the most rate-limit keys it holds, and apart from them the most "
-            "cached responses. A replenished limiter key is dropped first; when all are live, "
-            "a new client key gets the route's `on_error` (the store counts as failing for "
-            "it) while known clients keep exact limits. Cached responses past it go least "
-            "recently used first. Breakers and revocations are never evicted."
+            "cached responses. Half of the keys are reserved in equal parts for the limited "
+            "routes (each tier of one, authenticated apart), the rest go first come, so a "
+            "flood of keys through one route never takes another's room. A replenished key "
+            "is dropped first, a live one never: a new client that finds no room gets a 503 "
+            "`limiter-full` problem with `Retry-After`, whatever `on_error` says (this is "
+            "not a store outage), while known clients keep exact limits. In the per-process "
+            "fallback of a Redis store (`on_error` `local`) the same shares apply, but "
+            "such a client is admitted uncounted. Cached responses past it go least recently "
+            "used first. Breakers and revocations are never evicted."
         ),
     )
     max_bytes: Size = Field(

@@ -3,6 +3,7 @@ headers (DESIGN section 6) on every response of a limited route."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.state import StateStore, limit_key
+from spork_cli.state.memory import MemoryStore
+from spork_cli.state.memory_limiter import LimiterFull
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig, Route
@@ -39,6 +42,25 @@ def client_ip(request: web.Request, forwarding: Forwarding) -> str:
     return peer
 
 
+_tiers: tuple[GatewayConfig, frozenset[str]] | None = None
+
+
+def limit_tiers(config: GatewayConfig) -> frozenset[str]:
+    """The limiter tiers of a config, as in the keys: each limited route's id, and ``:auth``
+    after it for a route with an authenticated tier. Asked once per route of a compile, so the
+    last answer is kept."""
+    global _tiers
+    if _tiers is None or _tiers[0] is not config:
+        tiers = set()
+        for route in config.routes:
+            if route.rate_limit is not None:
+                tiers.add(route.route_id)
+                if route.rate_limit.authenticated is not None:
+                    tiers.add(route.route_id + ":auth")
+        _tiers = (config, frozenset(tiers))
+    return _tiers[1]
+
+
 def ratelimit_middleware(
     route: Route,
     route_id: str,
@@ -57,6 +79,11 @@ def ratelimit_middleware(
     parts = tuple(limit_config.key)
     policy = limit_config.on_error or config.state.on_error
     prefix = config.state.prefix
+    # A memory store shares its limiter room out between the limited routes' tiers, so that
+    # keys chosen by the clients of one route cannot leave another's new clients without room.
+    for memory in (store, local):
+        if isinstance(memory, MemoryStore):
+            memory.share_limits(limit_tiers(config))
 
     async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
         identity = request.get(IDENTITY)
@@ -74,6 +101,15 @@ def ratelimit_middleware(
         key = limit_key(prefix, tier, client)
         try:
             result = await acquire(store, key, limit)
+        except LimiterFull as exc:
+            # No room for a new client is not an outage: refused whatever on_error says (the
+            # open way would let every new client through uncounted once the room is full).
+            raise HTTPProblem(
+                503,
+                "limiter-full",
+                "the gateway holds as many rate limit clients as it can; retry later",
+                headers={"Retry-After": str(max(math.ceil(exc.retry_after), 1))},
+            ) from exc
         except StateError as exc:
             outage.failed("ratelimit", exc)
             if policy == "closed":

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 
 from spork_cli.config.model import State
-from spork_cli.state import CACHE_STATS_TTL, CacheHit, instance_key, revoked_key
+from spork_cli.state import CACHE_STATS_TTL, CacheHit, instance_key, limit_key, revoked_key
 from spork_cli.state.memory_breaker import MemoryBreakers
 from spork_cli.state.memory_limiter import MemoryLimiters
 from spork_cli.state.memory_space import LimitSpace, Space
@@ -30,9 +30,10 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
         self.max_bytes = config.max_bytes
         self.clock = clock
         # Four spaces, so that no kind of entry ever evicts another: limiter state (at most
-        # max_keys, live entries never evicted); cached responses (least recently used go past
-        # max_keys or max_bytes); breakers, and revocations with heartbeats (never evicted: a
-        # forced breaker stays forced, a revoked token stays revoked until it expires).
+        # max_keys, shared out between the limited routes, live entries never evicted);
+        # cached responses (least recently used go past max_keys or max_bytes); breakers, and
+        # revocations with heartbeats (never evicted: a forced breaker stays forced, a revoked
+        # token stays revoked until it expires).
         self._limits = LimitSpace(clock, config.max_keys)
         self._cache = Space(clock, config.max_keys, config.max_bytes)
         self._breakers = Space(clock, None)
@@ -43,11 +44,18 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
             self._breakers,
             self._pinned,
         )
-        # A memory store under a Redis one is its fallback (on_error = "local"): there the
-        # client of a new key past max_keys is admitted uncounted, as no other policy is left.
+        # A memory store under a Redis one is its fallback (on_error = "local", during an
+        # outage): there the client of a new key that finds no room is admitted uncounted, as
+        # the store is already the error path; on the memory backend it is refused.
         self.admit_when_full = config.backend != "memory"
         # The cache's hit counters, kept apart: they change on every lookup.
         self._counters: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def share_limits(self, tiers: Iterable[str]) -> None:
+        """Reserve each limiter tier (a route id, with ``:auth`` for a route's authenticated
+        tier) an equal part of half of ``max_keys``, so that no route's clients can take the
+        room of another's new ones (`LimitSpace`); the tiers named before lose theirs."""
+        self._limits.share(limit_key(self.prefix, tier, "").removesuffix("}") for tier in tiers)
 
     async def start(self) -> None:
         return None

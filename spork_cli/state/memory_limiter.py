@@ -21,14 +21,28 @@ _GCRA = struct.Struct("<cd")
 _BUCKET = struct.Struct("<cdd")
 
 
+class LimiterFull(StateError):
+    """A new client key found no room among the memory store's limiter entries (its tier's
+    share of ``state.max_keys`` and the common room are all live). The store is working: this
+    is a refusal, never an outage, and ``on_error`` does not apply. ``retry_after`` is about
+    when the soonest entry lapses, in seconds. A StateError still, so a caller that knows
+    nothing of it fails safe."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class MemoryLimiters:
     """Mixed into `MemoryStore`, which provides the clock and the entries.
 
-    A live limiter entry is never evicted: a client over its limit stays refused. When the
-    space holds ``max_keys`` live entries, a new key is not stored: the call raises
-    StateError, so that client gets the route's ``on_error`` (while every known client keeps
-    its exact state); as the per-process fallback of a Redis store (``admit_when_full``),
-    which is itself the ``on_error`` path, the new key is admitted without being counted.
+    A live limiter entry is never evicted: a client over its limit stays refused. Each
+    limiter tier (`MemoryStore.share_limits`) has a reserved share of ``max_keys``; a new key
+    that finds no room in its tier's share nor in the common room is not stored and the call
+    raises LimiterFull, whatever ``on_error`` says (every known client keeps its exact state).
+    As the per-process fallback of a Redis store (``admit_when_full``), which is itself the
+    ``on_error = "local"`` path during an outage, such a key is admitted without being
+    counted instead.
     """
 
     clock: Callable[[], float]
@@ -40,9 +54,13 @@ class MemoryLimiters:
 
     def _set(self, key: str, value: bytes, ttl: float) -> None:
         if not self._limits.set(key, value, ttl) and not self.admit_when_full:
-            raise StateError(
-                f"the memory store holds state.max_keys ({self._limits.max_keys}) live rate "
-                "limit keys: new clients get the route's on_error until some replenish"
+            soonest = self._limits.next_expiry()
+            retry = 1.0 if soonest is None else max(soonest - self.clock(), 1.0)
+            raise LimiterFull(
+                f"the memory store's rate limit keys are all live (state.max_keys = "
+                f"{self._limits.max_keys}, shared between the limited routes): a new client "
+                "waits until some replenish",
+                retry,
             )
 
     async def rate_limit(

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from spork_cli.auth.mint import build_claims, sign, signing_key
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import build_app
+from spork_cli.gateway.metrics import METRICS
 from tests.support import RedisServer, Upstream
 
 Client = TestClient[Any, Any]
@@ -137,3 +138,46 @@ async def test_each_policy_when_redis_is_down(
         redis_server.start()
     # Back on Redis once it answers: the shared limit applies again, whatever the policy was.
     assert await statuses(client, 2) == [200, 429]
+
+
+@pytest.mark.parametrize("policy", ["open", "closed", "local"])
+async def test_a_full_memory_store_refuses_new_clients_whatever_on_error_says(
+    aiohttp_client: Factory, upstream: Upstream, policy: str
+) -> None:
+    cfg = GatewayConfig.model_validate(
+        {
+            "server": {"trusted_proxies": ["127.0.0.1/32"]},
+            "state": {"max_keys": 100, "on_error": policy},
+            "services": [{"name": "u", "endpoints": [upstream.url]}],
+            "routes": [
+                {"path": "/login", "service": "u", "rate_limit": {"requests": 3, "per": "1m"}},
+                {
+                    "path": "/public",
+                    "service": "u",
+                    "rate_limit": {"requests": 10, "per": "1m", "key": ["header:X-Api-Key"]},
+                },
+            ],
+        }
+    )
+    app = build_app(cfg)
+    client = await aiohttp_client(app)
+    answers = []
+    for i in range(120):
+        async with client.get("/public", headers={"X-Api-Key": f"k{i}"}) as response:
+            body = await response.read()
+            answers.append(response.status)
+            if response.status == 503:
+                # when the soonest entry lapses: a /public client's after one request, 6 s
+                assert 1 <= int(response.headers["Retry-After"]) <= 7
+                assert b"urn:spork:problem:limiter-full" in body
+    # /public holds its reserve (a quarter of max_keys) and the common half; the rest is
+    # refused, not let through uncounted, and the store is not reported failing.
+    assert answers == [200] * 75 + [503] * 45
+    assert app[METRICS].counters["state_errors"] == {}
+    for i in range(5):  # /login's new clients have room, and are counted
+        login = []
+        for _ in range(4):
+            forwarded = {"X-Forwarded-For": f"198.51.100.{i}"}
+            async with client.get("/login", headers=forwarded) as response:
+                login.append(response.status)
+        assert login == [200, 200, 200, 429]
