@@ -2,9 +2,11 @@
 
 The source is masked character for character (``*`` for each one), so every line and column a
 diagnostic names still points at the same place: the values of secret keys (the model's
-`SecretStr` fields, and keys named like a secret, token, password or credential header) and the
-credentials of every URL. Diagnostic messages then lose every such value, wherever they quote it.
-The scan is lexical, so it works on files that are not valid TOML too.
+`SecretStr` fields, and other keys named like a secret, token, password, key or credential
+header: `secret_names`) and the credentials of every URL. Keys and strings are read decoded,
+as TOML reads them, so an escape or a dotted key spells a secret name like any other. Diagnostic
+messages then lose every such value, wherever they quote it. The scan is lexical, so it works
+on files that are not valid TOML too; what tomllib can still read of the file is added.
 """
 
 from __future__ import annotations
@@ -12,30 +14,32 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
-import typing
 from collections.abc import Iterator, Mapping
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, SecretStr
-
-from spork_cli.config.redact import REDACTED, Redactor, redact_url, url_secrets
+from spork_cli.config.redact import (
+    REDACTED,
+    Redactor,
+    file_secrets,
+    redact_url,
+    text_url_secrets,
+    url_secrets,
+)
+from spork_cli.config.secret_names import SECRET_NAME, is_secret_key
 
 if TYPE_CHECKING:
     from spork_cli.config.diagnostics import Diagnostic
     from spork_cli.config.load import Loaded
     from spork_cli.config.model import GatewayConfig
 
+__all__ = ["SECRET_NAME", "Masker", "mask_loaded", "masker_for_file"]
+
 MASK = "*"
 # Shorter values are only removed from messages as whole words ("found the integer 123").
 MIN_ANYWHERE = 4
 MIN_SHORTENED = 8  # the shortest start of a secret, shown before "...", that is removed
 
-_SECRET_NAME = re.compile(
-    r"secret|token|passw|pwd|credential|authorization|cookie|api[-_]?key", re.IGNORECASE
-)
 _TOKEN = re.compile(
     r"""(?P<ml>\"\"\"|''')
     |(?P<basic>"(?:[^"\\\n]|\\.)*"?)
@@ -46,46 +50,23 @@ _TOKEN = re.compile(
     |(?P<space>\s+)""",
     re.VERBOSE,
 )
+_STRINGS = ("basic", "literal", "ml")
+# What a key is made of. TOML allows no multi-line string in a key, nor an escape in a bare
+# key; a broken file may hold either, and its key is still read for what it names.
+_KEY_PARTS = ("word", *_STRINGS)
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 # A bare `${NAME}` stays readable in a masked value: it names a variable, it is not the secret.
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# TOML basic-string escapes (and a multi-line string's line-ending backslash). An escape TOML
+# does not know reads as its character: the file is invalid, and the name is still checked.
+_ESCAPE = re.compile(
+    r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|x([0-9A-Fa-f]{2})|[ \t]*\r?\n\s*|(.))", re.S
+)
+_ESCAPED = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", "e": "\x1b"}
 
-
-@cache
-def _model_secret_names() -> frozenset[str]:
-    """Names of the `SecretStr` fields anywhere in the config model."""
-    from spork_cli.config.model import GatewayConfig
-
-    names: set[str] = set()
-    seen: set[type[BaseModel]] = set()
-    todo: list[type[BaseModel]] = [GatewayConfig]
-    while todo:
-        model = todo.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        for name, info in model.model_fields.items():
-            for kind in _types_in(info.annotation):
-                if kind is SecretStr:
-                    names.add(name)
-                elif isinstance(kind, type) and issubclass(kind, BaseModel):
-                    todo.append(kind)
-    return frozenset(names)
-
-
-def _types_in(annotation: Any) -> Iterator[Any]:
-    yield annotation
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        yield from _types_in(typing.get_args(annotation)[0])
-    elif origin is not None or isinstance(annotation, types.UnionType):
-        for arg in typing.get_args(annotation):
-            yield from _types_in(arg)
-
-
-def is_secret_name(name: str) -> bool:
-    """Is a key of this name a secret (its value is never printed)?"""
-    return name in _model_secret_names() or _SECRET_NAME.search(name) is not None
+Token = tuple[str, int, int]
+# Where keys are read: the name of the table or key they are under, and whether it is secret.
+Place = tuple[str | None, bool]
 
 
 class Masker:
@@ -104,7 +85,9 @@ class Masker:
         env = os.environ if env is None else env
         self._out = list(text)
         self._found: set[str] = set()
-        self._mask_secret_values(text)
+        tokens = [t for t in _tokens(text) if t[0] not in ("space", "comment")]
+        self._mask_secret_values(text, tokens)
+        self._mask_url_strings(text, tokens)
         self._mask_url_credentials(text)
         self.source = "".join(self._out)
         secrets = set(self._found)
@@ -114,37 +97,87 @@ class Masker:
                     secrets.add(env[name])
         if config is not None:
             secrets.update(Redactor(config, text, env).secrets)
+        else:
+            secrets.update(file_secrets(text, env))
         secrets.discard("")
         self.secrets = sorted(secrets, key=len, reverse=True)
 
     # -- the source ---------------------------------------------------------------------------
 
-    def _mask_secret_values(self, text: str) -> None:
-        tokens = list(_tokens(text))
-        solid = [t for t in tokens if t[0] not in ("space", "comment")]
-        for i, (kind, start, _end) in enumerate(solid):
-            if kind != "punct" or text[start] != "=" or i == 0:
+    def _mask_secret_values(self, text: str, tokens: list[Token]) -> None:
+        """Mask every value whose key path (tables, dotted and quoted keys, inline tables)
+        names a secret. Brackets left open by a broken file do not hide the keys after them:
+        any ``key =`` is read as a key."""
+        table: Place = (None, False)
+        # The open arrays and inline tables: their bracket and their place.
+        stack: list[tuple[str, str | None, bool]] = []
+        value: Place | None = None  # after `=`: the value's place
+        not_a_key = 0  # tokens before this were read as a run of words with no `=` after
+        i = 0
+        while i < len(tokens):
+            kind, start, end = tokens[i]
+            char = text[start] if kind == "punct" else ""
+            if char == "[" and not stack and value is None and _line_start(tokens, i, text):
+                i, table = _table_header(tokens, i, text)
                 continue
-            key_kind, key_start, key_end = solid[i - 1]
-            key = text[key_start:key_end]
-            if key_kind == "word":
-                name = key.rsplit(".", 1)[-1]
-            elif key_kind in ("basic", "literal"):
-                name = key[1:-1] if len(key) > 1 else ""
-            else:
-                continue
-            if is_secret_name(name):
-                for part in _value(solid, i + 1, text):
-                    self._mask_token(text, *part)
+            if kind in _KEY_PARTS and i >= not_a_key:
+                j = i
+                while j < len(tokens) and tokens[j][0] in _KEY_PARTS:
+                    j += 1
+                not_a_key = j
+                if j < len(tokens) and _is(tokens[j], "=", text) and value is None:
+                    if stack and stack[-1][0] == "[":
+                        stack.clear()  # an array left open: the file goes on with keys
+                    value = _place(stack[-1][1:] if stack else table, tokens[i:j], text)
+                    i = j + 1
+                    continue
+            if value is None and stack and stack[-1][0] == "[":
+                value = (stack[-1][1], stack[-1][2])
+            if char in ("[", "{") and value is not None:
+                stack.append((char, *value))
+            elif kind in ("word", *_STRINGS) and value is not None and value[1]:
+                self._mask_token(text, kind, start, end)
+            elif char in ("]", "}") and stack:
+                closing = "[" if char == "]" else "{"
+                while stack and stack.pop()[0] != closing:
+                    pass
+            value = None
+            i += 1
 
     def _mask_token(self, text: str, kind: str, start: int, end: int) -> None:
         if kind == "word":
             self._mask_span(text, start, end)
-        elif kind in ("basic", "literal"):
-            closed = end - start > 1 and text[end - 1] == text[start]
-            self._mask_span(text, start + 1, end - 1 if closed else end)
-        elif kind == "ml":
-            self._mask_span(text, start + 3, max(end - 3, start + 3))
+            return
+        body_start, body_end = _body(text, kind, start, end)
+        self._mask_span(text, body_start, body_end)
+        value = _decode(text, kind, start, end)
+        if value.strip():
+            self._found.add(value)
+
+    def _mask_url_strings(self, text: str, tokens: list[Token]) -> None:
+        """Mask the credentials of every string whose decoded value is, or holds, a URL with
+        credentials. A string written with escapes is masked whole: where its credentials
+        are in the source is not worth working out."""
+        for kind, start, end in tokens:
+            if kind not in _STRINGS:
+                continue
+            value = _decode(text, kind, start, end)
+            secrets = {s for s in text_url_secrets(value) if s.strip()}
+            if not secrets:
+                continue
+            self._found |= secrets
+            body_start, body_end = _body(text, kind, start, end)
+            masked = False
+            if text[start] == "'" or "\\" not in text[body_start:body_end]:
+                # Read as written, so each credential is in the source as it is in the value.
+                for secret in secrets:
+                    at = text.find(secret, body_start, body_end)
+                    while at != -1:
+                        self._mask_span(text, at, at + len(secret))
+                        masked = True
+                        at = text.find(secret, at + len(secret), body_end)
+            if not masked:
+                self._mask_span(text, body_start, body_end)
 
     def _mask_span(self, text: str, start: int, end: int) -> None:
         """Mask ``text[start:end]`` (newlines and bare ``${NAME}`` references kept)."""
@@ -213,23 +246,80 @@ def _tokens(text: str) -> Iterator[tuple[str, int, int]]:
         at = end
 
 
-def _value(solid: list[tuple[str, int, int]], i: int, text: str) -> list[tuple[str, int, int]]:
-    """The tokens of the value that starts at ``solid[i]``: one, or a bracketed array/table."""
-    if i >= len(solid):
-        return []
-    kind, start, _end = solid[i]
-    if kind != "punct" or text[start] not in "[{":
-        return [] if kind == "punct" else [solid[i]]
-    depth = 0
-    found = []
-    for token in solid[i:]:
-        char = text[token[1]] if token[0] == "punct" else ""
-        depth += (char in "[{") - (char in "]}")
-        if token[0] != "punct":
-            found.append(token)
-        if depth <= 0:
-            break
-    return found
+def _is(token: Token, char: str, text: str) -> bool:
+    return token[0] == "punct" and text[token[1]] == char
+
+
+def _line_start(tokens: list[Token], i: int, text: str) -> bool:
+    return i == 0 or _is(tokens[i - 1], "\n", text)
+
+
+def _table_header(tokens: list[Token], i: int, text: str) -> tuple[int, Place]:
+    """Read ``[a.b]`` or ``[[a.b]]`` at ``tokens[i]``: the index past its line, its place."""
+    while i < len(tokens) and _is(tokens[i], "[", text):
+        i += 1
+    j = i
+    while j < len(tokens) and tokens[j][0] in _KEY_PARTS:
+        j += 1
+    place = _place((None, False), tokens[i:j], text)
+    while j < len(tokens) and not _is(tokens[j], "\n", text):
+        j += 1
+    return j, place
+
+
+def _place(under: tuple[str | None, bool], key: list[Token], text: str) -> tuple[str | None, bool]:
+    """The place of a (dotted) key's value, the key read in the place ``under``."""
+    parent, secret = under
+    for name in _key_parts(key, text):
+        secret = secret or is_secret_key(name, parent)
+        parent = name
+    return parent, secret
+
+
+def _key_parts(tokens: list[Token], text: str) -> list[str]:
+    """The parts of a key as TOML reads it: ``a . "b\\u0063"`` is ``["a", "bc"]``."""
+    parts: list[str] = []
+    current = ""
+    for kind, start, end in tokens:
+        if kind == "word":
+            first, *rest = (_ESCAPE.sub(_unescape, p) for p in text[start:end].split("."))
+            current += first
+            for piece in rest:
+                parts.append(current)
+                current = piece
+        else:
+            current += _decode(text, kind, start, end)
+    parts.append(current)
+    return parts
+
+
+def _body(text: str, kind: str, start: int, end: int) -> tuple[int, int]:
+    """Where the characters of a string token are, without its quotes."""
+    quote = 3 if kind == "ml" else 1
+    delimiter = text[start : start + quote]
+    closed = end - start >= 2 * quote and text[end - quote : end] == delimiter
+    return start + quote, end - quote if closed else end
+
+
+def _decode(text: str, kind: str, start: int, end: int) -> str:
+    """A string token's value, as TOML reads it."""
+    body_start, body_end = _body(text, kind, start, end)
+    body = text[body_start:body_end]
+    if kind == "ml" and body[:1] == "\n":
+        body = body[1:]
+    elif kind == "ml" and body[:2] == "\r\n":
+        body = body[2:]
+    if text[start] == "'":
+        return body
+    return _ESCAPE.sub(_unescape, body)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1) or match.group(2) or match.group(3)
+    if code is not None:
+        return chr(int(code, 16)) if int(code, 16) <= 0x10FFFF else ""
+    char = match.group(4)
+    return "" if char is None else _ESCAPED.get(char, char)
 
 
 def mask_loaded(loaded: Loaded, env: Mapping[str, str] | None = None) -> Loaded:

@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from spork_cli.config.model import GatewayConfig, HeaderEdit, SecurityHeaders
+from spork_cli.config.model import GatewayConfig
+from spork_cli.config.secret_names import HEADER_MAPS, is_secret_key
+from spork_cli.config.secret_names import SECRET_NAME as SECRET_NAME
 
 REDACTED = "[redacted]"
 # Shorter values would blank out unrelated text everywhere; they are not secrets anyway.
@@ -25,18 +27,14 @@ MIN_SECRET = 4
 # for when it is long enough not to collide with ordinary words ("none", "true").
 MIN_UNREFERENCED_SECRET = 8
 MIN_SHORTENED = 8  # the shortest start of a secret, shown before "...", that is removed
+Path = tuple[str | int, ...]  # where a value is in the file's data: keys and array indexes
 
 # The same grammar as the loader's: `$${` is a literal, not a reference.
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*@)?([^?#]*)(\?[^#]*)?(#.*)?$", re.S)
 # A URL inside other text (an error message quoting it), up to a space or a quote.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
-_SECRET_WORD = re.compile(
-    r"pass|secret|token|key|auth|sig|credential|cookie|session", re.IGNORECASE
-)
 _SECRET_ENV_NAME = re.compile(r"SECRET|TOKEN|PASSW|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
-# Maps whose keys are header names and whose values are sent as those headers' values.
-_HEADER_MAPS = {(HeaderEdit, "set"), (SecurityHeaders, "extra")}
 
 
 def redact_url(text: str) -> str:
@@ -59,7 +57,7 @@ def _redact_one_url(text: str) -> str:
         parts = []
         for pair in query[1:].split("&"):
             name, equals, _value = pair.partition("=")
-            parts.append(f"{name}={REDACTED}" if equals and _SECRET_WORD.search(name) else pair)
+            parts.append(f"{name}={REDACTED}" if equals and SECRET_NAME.search(name) else pair)
         query = "?" + "&".join(parts)
     return f"{scheme}{userinfo or ''}{rest}{query or ''}{fragment or ''}"
 
@@ -78,11 +76,63 @@ def url_secrets(text: str) -> Iterator[str]:
         found.append(password if colon else user)
     for pair in (query or "?")[1:].split("&"):
         name, equals, value = pair.partition("=")
-        if equals and _SECRET_WORD.search(name):
+        if equals and SECRET_NAME.search(name):
             found.append(value)
     for value in found:
         yield value
         yield unquote(value)
+
+
+def text_url_secrets(text: str) -> Iterator[str]:
+    """The credential parts of ``text`` read as one URL, and of every URL inside it (a
+    password may hold a quote or a space, which ends a URL in running text)."""
+    yield from url_secrets(text)
+    if "://" in text:
+        for match in _URL_IN_TEXT.finditer(text):
+            yield from url_secrets(match.group(0))
+
+
+def file_secrets(text: str, env: Mapping[str, str] | None = None) -> set[str]:
+    """What is secret in a config file that may not validate: every value the file holds at a
+    secret key (read by tomllib, so however the key is spelled) and every URL credential,
+    with the values of the environment a `Redactor` would hide."""
+    found = _env_secrets(text, os.environ if env is None else env)
+    try:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+        return found
+    # Each table or array to read, the name of the key it is under, and whether it is secret.
+    stack: list[tuple[Any, str | None, bool]] = [(raw, None, False)]
+    while stack:
+        node, parent, inside_secret = stack.pop()
+        items: Iterable[tuple[Any, Any]] = (
+            node.items() if isinstance(node, dict) else enumerate(node)
+        )
+        for key, value in items:
+            name = key if isinstance(key, str) else parent
+            secret = inside_secret or (isinstance(key, str) and is_secret_key(key, parent))
+            if isinstance(value, dict | list):
+                stack.append((value, name, secret))
+                continue
+            if secret and not isinstance(value, bool):
+                found.add(str(value))
+            if isinstance(value, str):
+                found.update(text_url_secrets(value))
+    found.discard("")
+    return found
+
+
+def _env_secrets(file_text: str | None, env: Mapping[str, str]) -> set[str]:
+    secrets: set[str] = set()
+    names = set(_ENV_REF.findall(file_text or ""))
+    referenced = {name for literal, name in names if not literal}
+    for name, value in env.items():
+        # A value read from the environment may be a secret wherever it was used.
+        if name in referenced and len(value) >= MIN_SECRET:
+            secrets.add(value)
+        elif _SECRET_ENV_NAME.search(name) and len(value) >= MIN_UNREFERENCED_SECRET:
+            secrets.add(value)
+    return secrets
 
 
 class Redactor:
@@ -102,14 +152,7 @@ class Redactor:
         self.env = os.environ if env is None else env
         self.env_paths = _env_paths(file_text) if file_text is not None else {}
         secrets = {s for s in _model_secrets(config) if len(s) >= MIN_SECRET}
-        names = set(_ENV_REF.findall(file_text or ""))
-        referenced = {name for literal, name in names if not literal}
-        for name, value in self.env.items():
-            # A value read from the environment may be a secret wherever it was used.
-            if name in referenced and len(value) >= MIN_SECRET:
-                secrets.add(value)
-            elif _SECRET_ENV_NAME.search(name) and len(value) >= MIN_UNREFERENCED_SECRET:
-                secrets.add(value)
+        secrets |= _env_secrets(file_text, self.env)
         # Longest first, so a secret that contains another is removed whole.
         self.secrets = sorted(secrets, key=len, reverse=True)
 
@@ -161,9 +204,17 @@ def _model_secrets(model: BaseModel) -> Iterator[str]:
 
 
 def _leaves(value: Any) -> Iterator[Any]:
+    """Every value in ``value``; a header map's values sent under a secret name come as
+    `SecretStr`, as they are secrets too."""
     if isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from _leaves(getattr(value, name))
+            item = getattr(value, name)
+            if (type(value), name) in HEADER_MAPS and isinstance(item, dict):
+                for header, sent in item.items():
+                    secret = isinstance(sent, str) and SECRET_NAME.search(header)
+                    yield SecretStr(sent) if secret else sent
+            else:
+                yield from _leaves(item)
     elif isinstance(value, dict):
         for item in value.values():
             yield from _leaves(item)
@@ -181,9 +232,9 @@ def _dump(value: Any) -> Any:
         out: dict[str, Any] = {}
         for name in type(value).model_fields:
             item = getattr(value, name)
-            if (type(value), name) in _HEADER_MAPS and isinstance(item, dict):
+            if (type(value), name) in HEADER_MAPS and isinstance(item, dict):
                 out[name] = {
-                    header: REDACTED if _SECRET_WORD.search(header) else _dump(v)
+                    header: REDACTED if SECRET_NAME.search(header) else _dump(v)
                     for header, v in item.items()
                 }
             else:
@@ -196,9 +247,6 @@ def _dump(value: Any) -> Any:
     if isinstance(value, str):
         return redact_url(value)
     return value
-
-
-Path = tuple[str | int, ...]
 
 
 def _env_paths(text: str) -> dict[Path, str]:
