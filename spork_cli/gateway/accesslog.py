@@ -1,8 +1,9 @@
 """The access log: one line per request, written without the cost of a logging framework.
 
 JSON lines (same shape as the rest of the logs) when stdout is not a terminal, a readable
-line when it is. Lines are buffered and flushed at least every 100 ms, so a busy gateway
-does not pay a system call per request.
+line when it is. Lines are kept here and written at least every 100 ms (sooner past
+``FLUSH_BYTES``), so a busy gateway does not pay a system call per request, also where the
+stream itself is unbuffered (``PYTHONUNBUFFERED=1``, common in containers).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import IO, Any
 import orjson
 
 FLUSH_EVERY = 0.1
+FLUSH_BYTES = 64 * 1024
 
 
 class AccessLog:
@@ -22,6 +24,8 @@ class AccessLog:
         self.stream = stream if stream is not None else sys.stdout.buffer
         self.console = sys.stdout.isatty() if console is None else console
         self._flush_scheduled = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._second = -1
         self._stamp = ""
 
@@ -35,14 +39,17 @@ class AccessLog:
     def write(self, record: dict[str, Any]) -> None:
         now = time.time()
         if self.console:
-            line = _readable(record, time.strftime("%H:%M:%S", time.localtime(now)))
-            self.stream.write(line.encode())
+            line = _readable(record, time.strftime("%H:%M:%S", time.localtime(now))).encode()
         else:
             record["event"] = "request"
             record["level"] = "info"
             record["timestamp"] = self._timestamp(now)
-            self.stream.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        if not self._flush_scheduled:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             try:
                 asyncio.get_running_loop().call_later(FLUSH_EVERY, self.flush)
@@ -50,8 +57,12 @@ class AccessLog:
                 self.flush()
 
     def flush(self) -> None:
+        """Write every kept line now (also at shutdown)."""
         self._flush_scheduled = False
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
         try:
+            if pending:
+                self.stream.write(b"".join(pending))
             self.stream.flush()
         except (OSError, ValueError):
             pass  # stdout closed or gone: nothing useful left to do with the line

@@ -63,7 +63,8 @@ RESPONSE_EDITS = web.RequestKey("spork.response_edits", HeaderEdits)
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The one catch-all handler: deny rules, match, run the route's chain, log."""
     raw = request.raw_path
-    table = request.app[TABLE].current
+    holder = request.app[TABLE]
+    table = holder.current
     refused: BadPath | None = None
     # An absolute-form target (`GET http://host/path`) is routed by its path, like any; a
     # fragment there is refused as in origin form.
@@ -90,7 +91,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         refused = _split_elsewhere(table, request.method, raw, match.route)
     route = match.route if refused is None else None
     response: web.StreamResponse | None = None
-    metrics = request.app.get(METRICS)
+    metrics = holder.resources.metrics
     if metrics is not None:
         metrics.in_flight += 1
     table.enter()
@@ -144,16 +145,15 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
     elapsed = time.perf_counter() - started
+    upstream = request.get(UPSTREAM_SECONDS)
     if metrics is not None:
         metrics.request(
             route.route_id if route else UNMATCHED, request.method, response.status, elapsed
         )
-        upstream = request.get(UPSTREAM_SECONDS)
         if upstream is not None and route is not None:
             metrics.observe("upstream_duration_seconds", route.pool.name, upstream)
-    holder = request.app[TABLE]
     if holder.access_log is not None and holder.current.config.logging.access_log:
-        _access(holder.access_log, table, request, response, route, elapsed)
+        _access(holder.access_log, table, request, response, route, elapsed, upstream)
     return response
 
 
@@ -243,7 +243,7 @@ def _as_problem(request: web.Request, response: web.StreamResponse) -> None:
         table = holder.current
         response.headers.update(table.edge.security.plain)
         if holder.access_log is not None and table.config.logging.access_log:
-            _access(holder.access_log, table, request, response, None, 0.0)
+            _access(holder.access_log, table, request, response, None, 0.0, None)
 
 
 def _access(
@@ -253,8 +253,8 @@ def _access(
     response: web.StreamResponse,
     route: CompiledRoute | None,
     seconds: float,
+    upstream: float | None,
 ) -> None:
-    upstream = request.get(UPSTREAM_SECONDS)
     log.write(
         {
             "method": request.method,

@@ -24,9 +24,10 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from yarl import URL
 
-from spork_cli.gateway.app import TABLE
+from spork_cli.gateway.app import TABLE, dispatch
 from spork_cli.gateway.bounds import DEFAULT_BOUNDS, LINGER, Bounds, Refusal, Refusals, head_size
 from spork_cli.middleware.body import BodyTimeout
 from spork_cli.middleware.errors import problem_response
@@ -268,6 +269,30 @@ def _short(exc: BaseException) -> str:
     return first.split(":")[0][:200]
 
 
+def _direct(app: web.Application, routed: Any) -> Any:
+    """The gateway app's handler without aiohttp's router: the app has one catch-all route,
+    which every origin-form target resolves to, so such a request goes straight to dispatch
+    with that route's match (built once). Any other target, a CONNECT (whose target aiohttp
+    reads as an authority, which the router places nowhere: a 404), and a request with
+    ``Expect`` (100-continue is the router's to answer) take aiohttp's own way."""
+    route = next(iter(next(iter(app.router.resources()))))
+    match = UrlMappingMatchInfo({}, route)
+    match.add_app(app)
+    match.freeze()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if (
+            request.raw_path[:1] != "/"
+            or request.method == "CONNECT"
+            or "Expect" in request.headers
+        ):
+            return await routed(request)  # type: ignore[no-any-return]
+        request._match_info = match
+        return await dispatch(request)
+
+    return handle
+
+
 class ProblemServer(web.Server):
     edge_headers: Callable[[], Pairs] = staticmethod(no_headers)
     bounds: Bounds = DEFAULT_BOUNDS
@@ -301,6 +326,7 @@ class GatewayRunner(web.AppRunner):
         app = self.app
         if TABLE in app:
             server.edge_headers = lambda: app[TABLE].current.edge.security.plain
+            server.request_handler = _direct(app, server.request_handler)
         server.bounds = self.bounds
         server.refusals = Refusals(server.edge_headers)
         make = server.request_factory

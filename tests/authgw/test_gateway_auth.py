@@ -382,10 +382,12 @@ async def test_query_token_is_not_written_to_the_access_log(
     stream = io.BytesIO()
     auth = auth_section(query_param="access_token")
     config = gateway_config(upstream.url, auth=auth, logging={"access_log": True})
-    client = await aiohttp_client(build_app(config, access_log=AccessLog(stream, console=False)))
+    log = AccessLog(stream, console=False)
+    client = await aiohttp_client(build_app(config, access_log=log))
     token = sign(claims())
     await echoed(await client.get("/private", params={"access_token": token}))
     await echoed(await client.get("/private", params={"access_token": token}))
+    log.flush()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines  # the log was written: the check below means something
     signature = token.rsplit(".", 1)[1].encode()
