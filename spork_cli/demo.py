@@ -23,7 +23,8 @@ other prefix a user picks. ``PREFIX`` below is any run of whole segments, possib
     *       PREFIX/flaky?rate=0.5     503 with probability rate; &seed=N makes it repeatable
     *       PREFIX/flaky?fail=N       the first N calls fail, later ones succeed (&key=K keeps
                                       separate counts per K)
-    GET     PREFIX/time               {"time": now (UTC), "calls": answers so far}; shows caching
+    GET     PREFIX/time               {"time": now (UTC), "calls": answers so far}, fresh for
+                                      30 s (Cache-Control: public, max-age=30); shows caching
     GET     PREFIX/stream?n=5&interval_ms=100   Server-Sent Events, one chunk per event
     GET     PREFIX/ws                 WebSocket echo
 
@@ -234,7 +235,10 @@ async def _time(request: web.Request) -> web.Response:
     state = request.app[DEMO]
     state.time_calls += 1
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return _json({"time": now, "calls": state.time_calls})
+    # Fresh for 30 s, as the origin says: what a shared cache in front may reuse it for.
+    return _json(
+        {"time": now, "calls": state.time_calls}, headers={"Cache-Control": "public, max-age=30"}
+    )
 
 
 async def _get_user(request: web.Request) -> web.Response:

@@ -58,6 +58,7 @@ PROCESS_FIXTURES = frozenset(
         "own_server",
         "protected_sentinel",  # tests/state/test_sentinel.py: a password-protected topology
         "browser",  # tests/admin/test_dashboard.py: headless Chromium
+        "caching",  # tests/cache/test_http_caching.py: a `spork serve` per backend
     }
 )
 

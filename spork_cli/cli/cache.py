@@ -43,7 +43,8 @@ def stats(
     watch: WatchOption = False,
     config_option: ConfigOption = None,
 ) -> None:
-    """Per cached route: entries held, lookups that hit and missed, entries stored."""
+    """Per cached route: entries held; answers from the cache (fresh, stale, revalidated
+    with a 304) and from the upstream (misses); bypasses, entries stored, invalidations."""
     import asyncio
 
     config = _config(config_file(ctx, config_option))
@@ -104,13 +105,24 @@ def _table(rows: list[dict[str, Any]]) -> Any:
             str(row["route"]),
             f"{row['ttl']:g}s",
             str(row["entries"]),
-            str(row["hits"]),
-            str(row["misses"]),
+            *(str(row.get(name, 0)) for name in ("hits", "stale", "revalidated", "misses")),
             "-" if ratio is None else f"{ratio:.0%}",
-            str(row["stores"]),
+            *(str(row.get(name, 0)) for name in ("bypasses", "stores", "invalidations")),
         )
 
-    columns = ("route", "ttl", "entries", "hits", "misses", "hit ratio", "stores")
+    columns = (
+        "route",
+        "ttl",
+        "entries",
+        "hits",
+        "stale",
+        "revalidated",
+        "misses",
+        "hit ratio",
+        "bypasses",
+        "stores",
+        "invalidations",
+    )
     return Rows(columns, (cells(row) for row in rows))
 
 

@@ -632,12 +632,85 @@ class RateLimit(Model):
 
 
 class Cache(Model):
-    """Response caching of GET and HEAD."""
+    """Response caching of GET and HEAD, as a shared cache (RFC 9111): what the upstream says
+    decides what is stored and for how long; these settings cap it and fill in only where
+    asked to. The table of directives is in the configuration reference."""
 
-    ttl: Duration = Field(30.0, description="How long a response is served from cache.")
-    statuses: list[Status] = Field(default_factory=lambda: [200], description="Cached statuses.")
+    ttl: Duration = Field(
+        30.0,
+        description=(
+            "The longest a stored response is fresh here: caps the freshness the upstream "
+            "gives (`s-maxage`, `max-age`, `Expires`) and `default_ttl`."
+        ),
+    )
+    default_ttl: Duration | None = Field(
+        None,
+        description=(
+            "Freshness for a response that states none (no `s-maxage`, `max-age` or "
+            "`Expires`), as nginx's `proxy_cache_valid`. Unset, such a response is stored "
+            "only when it has a validator (`ETag`, `Last-Modified`), and revalidated before "
+            "each reuse."
+        ),
+    )
+    heuristic: bool = Field(
+        False,
+        description=(
+            "For a response that states no freshness but has `Last-Modified`: fresh for 10% "
+            "of its age then (RFC 9111 4.2.2), capped by `ttl`. `default_ttl` comes first."
+        ),
+    )
+    statuses: list[Status] = Field(
+        default_factory=lambda: [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501],
+        description=(
+            "Statuses that may be stored (a filter on RFC 9111's rules). Those outside RFC "
+            "9110 15.1's list are stored only with explicit freshness or `public`."
+        ),
+    )
     vary: list[HeaderName] = Field(
         default_factory=list, description="Request headers that are part of the key."
+    )
+    cookies: list[HeaderName] = Field(
+        default_factory=list,
+        description=(
+            "Cookie names whose values are part of the key. A request with a cookie not "
+            "named here (`auth.cookie` aside, on a route that needs a token) is neither "
+            "served from nor stored in the cache."
+        ),
+        examples=[["lang"]],
+    )
+    targeted: list[HeaderName] = Field(
+        default_factory=lambda: ["CDN-Cache-Control"],
+        description=(
+            "Targeted cache-control fields (RFC 9213), first valid one wins: it replaces "
+            "`Cache-Control` and `Expires` for this cache. Empty: `Cache-Control` alone."
+        ),
+    )
+    request_directives: bool = Field(
+        True,
+        description=(
+            "Honour the request's `Cache-Control` and `Pragma: no-cache` (`no-cache`, "
+            "`no-store`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached`); false "
+            "ignores them."
+        ),
+    )
+    keep: Duration = Field(
+        600.0,
+        description="How long a stale response with a validator is kept to be revalidated.",
+    )
+    stale_while_revalidate: Duration = Field(
+        0.0,
+        description=(
+            "For a response without its own `stale-while-revalidate`: how long after it goes "
+            "stale it is still served (`X-Cache: STALE`) while one request refreshes it."
+        ),
+    )
+    stale_if_error: Duration = Field(
+        0.0,
+        description=(
+            "For a response without its own `stale-if-error`: how long after it goes stale "
+            "it is served instead of an error (500, 502, 503, 504, an unreachable upstream, "
+            "an open breaker)."
+        ),
     )
     max_entry_size: Size = Field(1024 * 1024, description="Larger responses are not cached.")
     on_error: OnError | None = Field(None, description="Overrides `state.on_error`.")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from spork_cli.config.model import GatewayConfig
+from spork_cli.config.model import Cache, GatewayConfig
 from spork_cli.config.units import format_duration, format_size, parse_duration, parse_size
 
 INTRO = """\
@@ -35,6 +35,54 @@ against exactly these rules; `spork schema` exports them as JSON Schema for edit
 - **Static settings** (`[server]` and `[admin]` listeners, `state.backend` and `state.url`)
   need a restart; everything else is applied by hot reload.
 """
+
+
+CACHE_RULES = """\
+How the cache reads HTTP (RFC 9111 for a shared cache, RFC 5861, RFC 9213). `X-Cache` on every
+answer of a cached route says what happened: `HIT` (fresh entry), `STALE` (stale entry, allowed
+below), `REVALIDATED` (stale entry, confirmed by the upstream's 304), `MISS` (from the
+upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come with entries.
+
+| response | what the gateway does |
+| --- | --- |
+| `s-maxage`, else `max-age`, else `Expires` minus `Date` | freshness, capped by `ttl`; malformed, conflicting or past: stale at once |
+| none of those | `default_ttl` if set, else the `heuristic` (10% of the age of `Last-Modified`) if on, else stale at once |
+| `CDN-Cache-Control` (or `targeted`) | replaces `Cache-Control` and `Expires` for this cache when valid; passed on unchanged |
+| `no-store`, `private`, `Set-Cookie` | never stored |
+| `no-cache` | stored, revalidated before every reuse |
+| `must-revalidate`, `proxy-revalidate`, `s-maxage` | never served stale, not even for `stale-if-error` or `max-stale` |
+| `stale-while-revalidate=N` (else the route's) | up to N s stale: served at once while one background request refreshes it |
+| `stale-if-error=N` (else the route's) | up to N s stale: served instead of a 500, 502, 503, 504, an unreachable upstream or an open breaker |
+| `ETag`, `Last-Modified` | a stale entry is kept `keep` long and revalidated with `If-None-Match` / `If-Modified-Since`; a 304 updates its headers |
+| `Vary` | stored only when every header named is in `vary` (never for `*`) |
+| stale windows | an entry is kept past its freshness at most the larger of `keep`, `stale_while_revalidate` and `stale_if_error` (so that an invalidation always outlives what it invalidates) |
+| `Age` | counted in the entry's age; a list (`7200, 0`) reads as its largest member |
+| status | 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501; others only with explicit freshness; `statuses` filters |
+
+| request | what the gateway does |
+| --- | --- |
+| `Cache-Control: no-cache`, `max-age=0`, `Pragma: no-cache` | revalidates (or fetches) before answering |
+| `no-store` | neither served from nor stored in the cache |
+| `max-age=N`, `min-fresh=N` | an entry older than N, or fresh for less than N more, is not used |
+| `max-stale[=N]` | a stale entry (up to N s) is served |
+| `only-if-cached` | 504 problem `not-cached` when no entry may be used |
+| `stale-if-error=N` | as the response directive |
+| `If-None-Match`, `If-Modified-Since` | a 304 from a fresh entry; on a miss, the whole response is fetched and stored first |
+| `Cookie` | bypass, unless every cookie is in `cookies` (which are then in the key); `auth.cookie` aside |
+| `Authorization` | bypass on `auth = "none"`; else one entry per user, roles and scopes |
+| `Range` | bypass |
+| `POST`, `PUT`, `PATCH`, `DELETE` (any method but GET, HEAD, OPTIONS, TRACE) | on a 2xx or 3xx, the entries of its URI, and of its `Location` and `Content-Location` on the same host, are not served again, on any instance sharing the state |
+
+The request directives are ignored with `request_directives = false`. The key is the path and
+query, the `Host`, the scheme (and the `X-Forwarded-*` and `Forwarded` of trusted proxies),
+the user with their roles and scopes, the `cookies` and the `vary` headers. Concurrent misses
+of one key are one upstream request per gateway process; instances sharing Redis do not wait
+on each other (a lock across instances would add a round trip to every miss), so N instances
+ask at most N times.
+"""
+
+# Text after a section's table, for what a table of keys cannot say.
+NOTES: dict[type[BaseModel], str] = {Cache: CACHE_RULES}
 
 
 def render() -> str:
@@ -80,6 +128,8 @@ def _section(
     if len(rows) > 2:
         out.append("\n".join(rows) + "\n")
         out.append(_example(header, model))
+    if model in NOTES:
+        out.append(NOTES[model])
     for name, sub, sub_model, is_array in nested:
         path = f"{dotted}.{name}"
         _section(out, f"[[{path}]]" if is_array else f"[{path}]", path, sub_model, sub, seen)

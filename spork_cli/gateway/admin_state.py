@@ -199,6 +199,11 @@ async def cache(request: web.Request) -> web.Response:
         if request.method == "POST":
             deleted = await purge(holder.resources.store, config, **query)
             return json_response(query | {"deleted": deleted})
+        # This instance's answers so far are counted first (they are otherwise added to the
+        # store's counters every half second).
+        for route in holder.current.routes:
+            if route.cache is not None:
+                await route.cache.counters.flush()
         return json_response(
             {"cache": await cache_rows(holder.resources.store, config, query["route"])}
         )

@@ -298,17 +298,23 @@ def _middlewares(
         from spork_cli.middleware.cache import cache_middleware
 
         assert outage is not None
-        chain.append(
-            cache_middleware(
-                route.config,
-                route.route_id,
-                config.state.prefix,
-                cache.on_error or config.state.on_error,
-                resources.store,
-                resources.local,
-                outage,
-            )
+        route.cache = cache_middleware(
+            route.config,
+            route.route_id,
+            config.state.prefix,
+            cache.on_error or config.state.on_error,
+            resources.store,
+            resources.local,
+            outage,
+            route.forwarding,
+            config.auth.cookie if config.auth is not None else None,
         )
+        chain.append(route.cache)
+    elif resources.store is not None and any(r.cache is not None for r in config.routes):
+        # A successful unsafe request here invalidates what a cached route holds for it.
+        from spork_cli.middleware.cache import invalidation_middleware
+
+        chain.append(invalidation_middleware())
     if validator is not None:
         from spork_cli.middleware.validate import validate_middleware
 

@@ -42,7 +42,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("service", "state"),
     ),
     "cache_requests": (
-        "Requests on cached routes, by route and result (hit, miss, bypass).",
+        "Requests on cached routes, by route and result (hit, miss, stale, revalidated, bypass).",
         ("route", "result"),
     ),
     "config_reloads": ("Config reloads, by result (success, failure, unchanged).", ("result",)),

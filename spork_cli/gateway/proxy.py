@@ -34,6 +34,7 @@ from spork_cli.middleware.body import BodyLimit
 from spork_cli.middleware.errors import HTTPProblem
 
 if TYPE_CHECKING:
+    from spork_cli.cache import Capture
     from spork_cli.config.model import Retries
     from spork_cli.gateway.balancer import EndpointState
     from spork_cli.gateway.table import CompiledRoute
@@ -223,9 +224,17 @@ def _unless_client_left(request: web.Request, exc: BaseException) -> None:
 
 
 async def _without_body(
-    request: web.Request, status: int, reason: str | None, headers: CIMultiDict[str]
+    request: web.Request,
+    status: int,
+    reason: str | None,
+    headers: CIMultiDict[str],
+    capture: Capture | None = None,
 ) -> web.StreamResponse:
-    """HEAD, 204 and 304: the upstream's headers (Content-Length too) and no body."""
+    """HEAD, 204 and 304: the upstream's headers (Content-Length too) and no body. For the
+    cache (``capture.hold``) a 304, and any such answer with no client waiting, comes back
+    unsent: the cache answers with its stored response instead."""
+    if capture is not None and (capture.detached or (capture.hold and status == 304)):
+        return web.Response(status=status, reason=reason, headers=headers)
     response = web.StreamResponse(status=status, reason=reason)
     response.headers.extend(headers)
     await response.prepare(request)
@@ -242,20 +251,30 @@ async def _relay_h1(
     extra = request.get(RESPONSE_HEADERS)
     if extra:
         headers.update(extra)
+    capture = request.get(CAPTURE)
     if upstream.body is not None:
         if request.method == "HEAD" or upstream.status in (204, 304):
-            return await _without_body(request, upstream.status, upstream.reason, headers)
+            return await _without_body(request, upstream.status, upstream.reason, headers, capture)
         headers.popall("Content-Length", None)
         return web.Response(
             status=upstream.status, reason=upstream.reason, body=upstream.body, headers=headers
         )
+    if capture is not None and capture.detached:
+        try:
+            async for chunk in upstream.chunks(timeout):
+                capture.add(chunk)
+                if capture.chunks is None:
+                    break  # too large to keep: read no further
+        finally:
+            upstream.close()
+        capture.complete = True
+        return _collected(upstream.status, upstream.reason, headers, capture)
     length = upstream.content_length()
     headers.popall("Content-Length", None)
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(headers)
     if length is not None:
         response.content_length = length
-    capture = request.get(CAPTURE)
     if capture is not None and capture.on_stream is not None:
         capture.on_stream()
     try:
@@ -285,9 +304,17 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         headers.update(extra)
     length = upstream.content_length
     response: web.StreamResponse | None = None
+    capture = request.get(CAPTURE)
     try:
         if request.method == "HEAD" or upstream.status in (204, 304):
-            return await _without_body(request, upstream.status, upstream.reason, headers)
+            return await _without_body(request, upstream.status, upstream.reason, headers, capture)
+        if capture is not None and capture.detached:
+            async for chunk in upstream.content.iter_any():
+                capture.add(chunk)
+                if capture.chunks is None:
+                    break  # too large to keep: read no further
+            capture.complete = True
+            return _collected(upstream.status, upstream.reason, headers, capture)
         if length is not None and length <= BUFFERED_RESPONSE:
             body = await upstream.read()
             headers.popall("Content-Length", None)
@@ -299,7 +326,6 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
         response.headers.extend(headers)
         if length is not None:
             response.content_length = length
-        capture = request.get(CAPTURE)
         if capture is not None and capture.on_stream is not None:
             capture.on_stream()
         await response.prepare(request)
@@ -325,6 +351,18 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     finally:
         upstream.release()
     return response
+
+
+def _collected(
+    status: int, reason: str | None, headers: CIMultiDict[str], capture: Capture
+) -> web.Response:
+    """A body read whole for nobody waiting (a background refresh): too large, it is a 502
+    that is not stored."""
+    body = capture.body()
+    headers.popall("Content-Length", None)
+    if body is None:
+        return web.Response(status=502, headers={"X-Cache-Refresh": "too-large"})
+    return web.Response(status=status, reason=reason, body=body, headers=headers)
 
 
 def _cut(request: web.Request, reason: str) -> None:

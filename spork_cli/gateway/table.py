@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from spork_cli.gateway.forwarding import Forwarding
     from spork_cli.gateway.header_edits import HeaderEdits
     from spork_cli.gateway.upstream import ServicePool
+    from spork_cli.middleware.cache import RouteCache
+
+# Conditions of the client's that the cache replaces with its own (see UPSTREAM_CONDITIONS).
+CONDITIONAL = frozenset(("if-none-match", "if-modified-since"))
 
 Handler = Callable[["web.Request"], Any]
 
@@ -48,6 +52,8 @@ class CompiledRoute:
     # [routes.request_headers] / [routes.response_headers]; None when the table is empty.
     request_edits: HeaderEdits | None = None
     response_edits: HeaderEdits | None = None
+    # The route's response cache (also reached by other routes' unsafe requests).
+    cache: RouteCache | None = None
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -60,6 +66,13 @@ class CompiledRoute:
         headers = self.forwarding.upstream_headers(
             request, endpoint, self.pool.config.preserve_host, keep_length=keep_length
         )
+        if self.cache is not None:
+            from spork_cli.middleware import UPSTREAM_CONDITIONS
+
+            conditions = request.get(UPSTREAM_CONDITIONS)
+            if conditions is not None:
+                headers = [(k, v) for k, v in headers if k.lower() not in CONDITIONAL]
+                headers += conditions
         edits = self.request_edits
         return headers if edits is None else edits.request_items(headers)
 

@@ -21,6 +21,9 @@ RESPONSE_HEADERS = web.RequestKey("spork.response_headers", dict)
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("spork.identity")
 # Set by the cache middleware on a miss: the proxy keeps a copy of a streamed body in it.
 CAPTURE: web.RequestKey[Capture] = web.RequestKey("spork.capture")
+# The conditions the cache sends upstream in place of the client's If-None-Match and
+# If-Modified-Since (its own validators, or none, to get a whole response it can store).
+UPSTREAM_CONDITIONS = web.RequestKey("spork.upstream_conditions", tuple)
 # A body a middleware has already read whole (to validate it): the proxy sends these bytes.
 BODY = web.RequestKey("spork.body", bytes)
 

@@ -10,8 +10,10 @@ Backends offer a few atomic primitives, each one round trip; the algorithms buil
     {prefix}:{cache:<route>}:<url>:<variant>  cached response (hash: t = stored at, v = the
                                      entry); <url> digests path and query, <variant> the user
                                      and the configured `vary` headers; TTL = freshness
-    {prefix}:{cache:<route>}:stats   lookups that found an entry (hits), did not (misses), and
-                                     entries written (stores)
+    {prefix}:{cache:<route>}:<url>   when the URL's entries were invalidated (server clock);
+                                     an entry stored before it is not served
+    {prefix}:{cache:<route>}:stats   what clients were answered (hits, misses, stale,
+                                     revalidated), entries written (stores), invalidations
     {prefix}:{jwt}:revoked:<jti>     revocation, TTL = the token's remaining life
     {prefix}:instances:<id>          heartbeat of a running gateway (TTL)
 
@@ -20,7 +22,7 @@ Braces are Redis Cluster hash tags: everything about one entity lives in one slo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -224,15 +226,24 @@ class StateStore(Protocol):
     async def breaker_reset(self, key: str) -> None:
         """Forget the breaker: closed, nothing counted, no force."""
 
-    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
-        """The entry at ``key`` (see `cache_key`) and its age; counts a hit or a miss in the
-        route's ``stats`` (see `cache_stats_key`), atomically."""
+    async def cache_get(self, key: str, marker: str) -> CacheHit | None:
+        """The entry at ``key`` (see `cache_key`) and its age; None when there is none, or
+        when it was stored before the URL's invalidation ``marker`` (see `cache_marker_key`),
+        which deletes it."""
 
-    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
-        """Store an entry for ``ttl`` seconds (stamped with the store's clock); counts a store."""
+    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store an entry for ``ttl`` seconds, stamped with the store's clock."""
+
+    async def cache_invalidate(self, marker: str, ttl: float) -> None:
+        """Mark every entry of one URL stored until now as invalid, on every instance; the
+        marker lasts ``ttl`` seconds (the longest any such entry could still be kept)."""
+
+    async def cache_count(self, stats: str, counts: Mapping[str, int]) -> None:
+        """Add ``counts`` (hits, misses, stale, revalidated, stores, invalidations...) to the
+        route's counters (see `cache_stats_key`)."""
 
     async def cache_stats(self, stats: str) -> dict[str, int]:
-        """The counters of one route: hits, misses, stores (absent ones are 0)."""
+        """The counters of one route (absent ones are 0)."""
 
 
 def glob_literal(text: str) -> str:
@@ -258,6 +269,12 @@ def cache_key(prefix: str, route: str, digest: str) -> str:
 
 def cache_stats_key(prefix: str, route: str) -> str:
     return f"{prefix}:{{cache:{route}}}:stats"
+
+
+def cache_marker_key(prefix: str, route: str, url: str) -> str:
+    """``{prefix}:{cache:<route>}:<url>``: when the URL's entries were last invalidated (an
+    unsafe request succeeded on it). Entries are ``<url>:<variant>``, so never the same key."""
+    return f"{prefix}:{{cache:{route}}}:{url}"
 
 
 def revoked_key(prefix: str, jti: str) -> str:

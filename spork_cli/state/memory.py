@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 
 from spork_cli.config.model import State
@@ -36,11 +36,15 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
         # token stays revoked until it expires).
         self._limits = LimitSpace(clock, config.max_keys)
         self._cache = Space(clock, config.max_keys, config.max_bytes)
+        # Invalidation markers, apart from the entries so that filling the cache never
+        # evicts one (which would bring back what it invalidated); bounded the same way.
+        self._markers = Space(clock, config.max_keys)
         self._breakers = Space(clock, None)
         self._pinned = Space(clock, None)
         self._spaces: tuple[Space | LimitSpace, ...] = (
             self._limits,
             self._cache,
+            self._markers,
             self._breakers,
             self._pinned,
         )
@@ -104,27 +108,33 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
                     found[key[len(head) :]] = value
         return found
 
-    def _count(self, stats: str, field: str) -> None:
+    async def cache_get(self, key: str, marker: str) -> CacheHit | None:
+        stored = self._cache.get(key)
+        if stored is None:
+            return None
+        (stored_at,) = _STAMP.unpack_from(stored)
+        invalidated = self._markers.get(marker)
+        if invalidated is not None and stored_at <= _STAMP.unpack(invalidated)[0]:
+            self._cache.pop(key)
+            return None
+        return CacheHit(stored[_STAMP.size :], max(self.clock() - stored_at, 0.0))
+
+    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl < 0.001:  # Redis keeps milliseconds: below one, nothing is stored on either
+            return
+        self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl)
+
+    async def cache_invalidate(self, marker: str, ttl: float) -> None:
+        self._markers.set(marker, _STAMP.pack(self.clock()), max(ttl, 0.001))
+
+    async def cache_count(self, stats: str, counts: Mapping[str, int]) -> None:
         now = self.clock()
         expires, counters = self._counters.get(stats, (0.0, {}))
         if expires <= now:
             counters = {}
-        counters[field] = counters.get(field, 0) + 1
+        for field, n in counts.items():
+            counters[field] = counters.get(field, 0) + n
         self._counters[stats] = (now + CACHE_STATS_TTL, counters)
-
-    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
-        stored = self._cache.get(key)
-        self._count(stats, "misses" if stored is None else "hits")
-        if stored is None:
-            return None
-        (stored_at,) = _STAMP.unpack_from(stored)
-        return CacheHit(stored[_STAMP.size :], max(self.clock() - stored_at, 0.0))
-
-    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
-        if ttl < 0.001:  # Redis keeps milliseconds: below one, nothing is stored on either
-            return
-        if self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl):
-            self._count(stats, "stores")
 
     async def cache_stats(self, stats: str) -> dict[str, int]:
         expires, counters = self._counters.get(stats, (0.0, {}))

@@ -10,7 +10,7 @@ through spork's own pipelined RESP client (`spork_cli.state.resp`, routed by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from spork_cli.state.resp import Arg, RespError, Script
 
 T = TypeVar("T")
 BREAKER_SCRIPTS = ("allow", "record", "read", "force")
-CACHE_SCRIPTS = ("cache_get", "cache_set")
+CACHE_SCRIPTS = ("cache_get", "cache_set", "cache_invalidate", "cache_count")
 _STATS_TTL_MS = int(CACHE_STATS_TTL * 1000)
 _STATES: dict[str, BreakerStateName] = {
     "closed": "closed",
@@ -259,21 +259,32 @@ class RedisStore:
     async def breaker_reset(self, key: str) -> None:
         await self._call(self.link.call(key, "DEL", key))
 
-    async def cache_get(self, key: str, stats: str) -> CacheHit | None:
+    async def cache_get(self, key: str, marker: str) -> CacheHit | None:
         script = self._cache["cache_get"]
-        reply = await self._call(self.link.evalsha(script, [key, stats], [_STATS_TTL_MS]))
+        reply = await self._call(self.link.evalsha(script, [key, marker], []))
         if not reply:
             return None
         value, age_us = reply
         return CacheHit(bytes(value), float(_text(age_us)) / 1_000_000)
 
-    async def cache_set(self, key: str, stats: str, value: bytes, ttl: float) -> None:
+    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
         milliseconds = int(ttl * 1000)
         if milliseconds < 1:
             return
         script = self._cache["cache_set"]
-        args: list[Arg] = [value, milliseconds, _STATS_TTL_MS]
-        await self._call(self.link.evalsha(script, [key, stats], args))
+        await self._call(self.link.evalsha(script, [key], [value, milliseconds]))
+
+    async def cache_invalidate(self, marker: str, ttl: float) -> None:
+        script = self._cache["cache_invalidate"]
+        await self._call(self.link.evalsha(script, [marker], [max(int(ttl * 1000), 1)]))
+
+    async def cache_count(self, stats: str, counts: Mapping[str, int]) -> None:
+        if not counts:
+            return
+        args: list[Arg] = [_STATS_TTL_MS]
+        for field, n in counts.items():
+            args += [field, n]
+        await self._call(self.link.evalsha(self._cache["cache_count"], [stats], args))
 
     async def cache_stats(self, stats: str) -> dict[str, int]:
         flat = await self._call(self.link.call(stats, "HGETALL", stats))

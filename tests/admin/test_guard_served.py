@@ -25,7 +25,7 @@ from tests.support import (
 )
 
 LIMITED = 'name = "limited"\nrate_limit = { requests = 5, per = "1m" }'
-CACHED = 'name = "cached"\ncache = { ttl = "30s" }'
+CACHED = 'name = "cached"\ncache = { ttl = "30s", default_ttl = "30s" }'
 EVIL = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
 
 

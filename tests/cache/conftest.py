@@ -62,8 +62,9 @@ def cached_config(
     route: Mapping[str, Any] | None = None,
     **sections: Any,
 ) -> GatewayConfig:
-    """One service behind one cached route named ``c`` at ``/``; ``route`` adds to the route,
-    ``sections`` are top-level tables ([state], [auth], ...)."""
+    """One service behind one cached route named ``c`` at ``/`` (``default_ttl`` 30 s unless
+    ``cache`` says otherwise); ``route`` adds to the route, ``sections`` are top-level tables
+    ([state], [auth], ...)."""
     data: dict[str, Any] = {
         "admin": {"enabled": False},
         "logging": {"access_log": False},
@@ -75,7 +76,9 @@ def cached_config(
                 "path": "/",
                 "service": "svc",
                 "name": ROUTE,
-                "cache": {"ttl": "30s", **(cache or {})},
+                # An explicit default freshness, as most of these tests are about what the
+                # cache does with an entry, not whether a response gets one.
+                "cache": {"ttl": "30s", "default_ttl": "30s", **(cache or {})},
                 **(route or {}),
             }
         ],

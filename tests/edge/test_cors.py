@@ -324,7 +324,7 @@ async def test_generated_origins_get_cors_headers_only_when_allowed(
 async def test_a_cached_answer_carries_the_cors_headers_of_whoever_asks(
     gateway: Gateway, backend: Backend
 ) -> None:
-    route = {"path": "/", "cache": {"ttl": "1m"}}
+    route = {"path": "/", "cache": {"ttl": "1m", "default_ttl": "1m"}}
     client = await gateway(edge_config(backend.url, route, cors={"allow_origins": [APP]}))
     async with client.get("/cached", headers={"Origin": APP}) as response:
         assert response.headers["X-Cache"] == "MISS"

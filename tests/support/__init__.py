@@ -45,12 +45,14 @@ from tests.support.upstream import (
     PATTERN,
     RECORDED,
     RecordedRequest,
+    ThreadedUpstream,
     Upstream,
     UpstreamFactory,
     pattern_blocks,
     pattern_bytes,
     pattern_digest,
     serve_app,
+    upstream_in_thread,
 )
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "RedisServer",
     "SporkRunner",
     "SporkServer",
+    "ThreadedUpstream",
     "Upstream",
     "UpstreamFactory",
     "assert_problem",
@@ -101,5 +104,6 @@ __all__ = [
     "start_redis_cluster",
     "start_redis_server",
     "tcp_sockets",
+    "upstream_in_thread",
     "wait_for_port",
 ]

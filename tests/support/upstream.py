@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import ssl
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +112,11 @@ class Upstream:
     - everything else echoes.
 
     On any route, ``respond-status=N`` in the query answers with status N, and each
-    ``respond-header=Name:Value`` adds that response header. ``status`` answers every request
+    ``respond-header=Name:Value`` adds that response header (then those `respond` set for
+    the path). With ``validate=1`` the upstream evaluates a conditional request as a web
+    framework does: an ``If-None-Match`` that matches the response's ``ETag`` (or, without
+    it, an ``If-Modified-Since`` not before its ``Last-Modified``) is answered 304 with the
+    response's caching headers. ``status`` answers every request
     (``/health`` too) with that status, and ``answer(status, path)`` every later request for
     ``path``; either way the body is the echo. Every request is recorded in ``requests`` and
     answered with an ``X-Upstream: <name>`` header. ``tls`` serves HTTPS with that server
@@ -131,6 +137,7 @@ class Upstream:
     gate: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     events_sent: int = 0
     _answers: dict[str, int] = field(default_factory=dict, repr=False)
+    _headers: dict[str, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
     _asked: Counter[str] = field(default_factory=Counter, repr=False)
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
@@ -154,6 +161,12 @@ class Upstream:
     def answer(self, status: int, path: str) -> None:
         """Answer every later request for ``path`` with ``status``."""
         self._answers[path] = status
+
+    def respond(self, path: str, *headers: str) -> None:
+        """Add ``headers`` ("Name: value") to every later answer for ``path`` (none: stop)."""
+        self._headers[path] = [
+            (name.strip(), value.strip()) for name, _, value in (h.partition(":") for h in headers)
+        ]
 
     async def start(self) -> None:
         """Serve on `port`, or on a port picked by the kernel when it is 0 (no race)."""
@@ -199,12 +212,16 @@ class Upstream:
             response = await handler(request)
         if not response.prepared:
             self._add_headers(request, response)
+            if request.query.get("validate") == "1" and _not_modified(request, response):
+                return _not_modified_response(response)
         return response
 
     def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for spec in request.query.getall("respond-header", ()):
             name, _, value = spec.partition(":")
             response.headers.add(name, value.strip())
+        for name, value in self._headers.get(request.path, ()):
+            response.headers.add(name, value)
         response.headers["X-Upstream"] = self.name
 
     def _echo_payload(self, request: web.Request) -> dict[str, Any]:
@@ -314,6 +331,45 @@ class Upstream:
         return self._echo_response(request)
 
 
+# What a 304 repeats of the response it stands for (RFC 9110 15.4.5).
+NOT_MODIFIED_KEEPS = (
+    "Cache-Control",
+    "CDN-Cache-Control",
+    "Content-Location",
+    "Date",
+    "ETag",
+    "Expires",
+    "Last-Modified",
+    "Vary",
+    "X-Upstream",
+)
+
+
+def _not_modified(request: web.Request, response: web.StreamResponse) -> bool:
+    if not 200 <= response.status < 300:
+        return False
+    tags = request.headers.get("If-None-Match")
+    etag = response.headers.get("ETag")
+    if tags is not None:
+        wanted = {t.strip().removeprefix("W/") for t in tags.split(",")}
+        return etag is not None and ("*" in wanted or etag.removeprefix("W/") in wanted)
+    since = request.if_modified_since
+    modified = response.headers.get("Last-Modified")
+    if since is None or modified is None:
+        return False
+    from email.utils import parsedate_to_datetime
+
+    return parsedate_to_datetime(modified) <= since
+
+
+def _not_modified_response(response: web.StreamResponse) -> web.Response:
+    answer = web.Response(status=304)
+    for name in NOT_MODIFIED_KEEPS:
+        for value in response.headers.getall(name, ()):
+            answer.headers.add(name, value)
+    return answer
+
+
 class UpstreamFactory:
     """Starts named upstreams on demand and stops them all in `close()`."""
 
@@ -337,3 +393,41 @@ class UpstreamFactory:
     async def close(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.stop()
+
+
+class ThreadedUpstream:
+    """An `Upstream` serving from an event loop of its own, in a thread: a module-scoped
+    upstream that outlives each test's loop. ``upstream`` is read and shaped (`calls`,
+    `respond`, `answer`) from the test as usual; `call` runs anything else on its loop."""
+
+    def __init__(self, upstream: Upstream, loop: asyncio.AbstractEventLoop) -> None:
+        self.upstream = upstream
+        self.loop = loop
+
+    def call(self, work: Callable[[], Any]) -> None:
+        self.loop.call_soon_threadsafe(work)
+
+
+@contextlib.contextmanager
+def upstream_in_thread(name: str, **options: Any) -> Iterator[ThreadedUpstream]:
+    """A started `Upstream` on a loop in a thread of its own; stopped, and the thread ended,
+    on exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=f"upstream-{name}", daemon=True)
+    thread.start()
+
+    async def start() -> Upstream:
+        upstream = Upstream(name, **options)
+        await upstream.start()
+        return upstream
+
+    try:
+        upstream = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
+        try:
+            yield ThreadedUpstream(upstream, loop)
+        finally:
+            asyncio.run_coroutine_threadsafe(upstream.stop(), loop).result(timeout=10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

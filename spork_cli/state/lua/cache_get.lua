@@ -1,16 +1,14 @@
--- A cached response and its age; counts the lookup in the route's stats.
+-- A cached response and its age, unless its URL was invalidated after it was stored.
 -- KEYS[1]  entry hash: t = stored at (server microseconds), v = the entry
--- KEYS[2]  the route's stats hash (same hash tag, so the same slot)
--- ARGV[1]  stats ttl in milliseconds
+-- KEYS[2]  the URL's invalidation marker (microseconds; same hash tag, so the same slot)
 -- Returns false on a miss, else {entry, age_us}.
 local found = redis.call('HMGET', KEYS[1], 't', 'v')
-local field = 'misses'
-if found[2] then
-  field = 'hits'
-end
-redis.call('HINCRBY', KEYS[2], field, 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
 if not found[2] then
+  return false
+end
+local marker = redis.call('GET', KEYS[2])
+if marker and tonumber(found[1]) <= tonumber(marker) then
+  redis.call('DEL', KEYS[1])
   return false
 end
 local clock = redis.call('TIME')
