@@ -388,9 +388,10 @@ def in_flight(client: Client, count: int) -> bool:
 
 
 async def test_fifty_concurrent_misses_make_one_upstream_call(
-    origin: Upstream, gateway: Gateway, state: dict[str, Any]
+    origin: Upstream, gateway: Gateway, admin_api: AdminApi, state: dict[str, Any]
 ) -> None:
     client = await gateway(cached_config(origin.url, state=state))
+    admin = await admin_api(client)
     requests = [asyncio.create_task(fetch(client, at("herd", kind="hold"))) for _ in range(50)]
     try:
         # Every request is in, and the first has reached the origin, before it answers.
@@ -410,6 +411,9 @@ async def test_fifty_concurrent_misses_make_one_upstream_call(
     assert len({a.body for a in answers}) == 1
     assert Counter(a.cache for a in answers) == {"MISS": 1, "HIT": 49}
     assert (await fetch(client, at("herd", kind="hold"))).cache == "HIT"
+    # Counted as the clients saw it: the requests that waited for the first one were hits.
+    row = await lookups(admin)
+    assert (row["hits"], row["misses"], row["stores"]) == (50, 1, 1)
 
 
 async def test_concurrent_misses_of_an_unstorable_response_each_go_upstream(
