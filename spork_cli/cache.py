@@ -313,7 +313,10 @@ def freshness(
     if "no-cache" in directives:
         lifetime = 0.0  # may be stored, must be revalidated before each reuse
     lifetime = min(lifetime, policy.cap)
-    must = any(d in directives for d in ("must-revalidate", "proxy-revalidate", "s-maxage"))
+    # no-cache: revalidated before every reuse, so never served stale either.
+    must = any(
+        d in directives for d in ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
+    )
     # Date has whole seconds: the age it shows is counted in whole seconds too, so that an
     # answer from within the same second is not up to a second old already.
     apparent = max(math.floor(now) - date, 0.0) if date is not None else 0.0
@@ -400,14 +403,20 @@ def url_digest(raw_path: str) -> str:
     return blake2b(raw_path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
-def cookie_pairs(header: str | None) -> dict[str, str]:
-    """The cookies of a Cookie header (RFC 6265 5.4), name to value; the first of a name wins."""
+def cookie_pairs(header: str | None) -> dict[str, str] | None:
+    """The cookies of a Cookie header (RFC 6265 5.4), name to value; None when servers could
+    read it two ways (a name given twice, where some keep the first and some the last, or a
+    part without ``=``, which some read as a cookie of that name)."""
     cookies: dict[str, str] = {}
     if header:
         for part in header.split(";"):
+            if not part.strip():
+                continue
             name, sep, value = part.strip().partition("=")
-            if sep and name:
-                cookies.setdefault(name.strip(), value.strip())
+            name = name.strip()
+            if not sep or not name or name in cookies:
+                return None
+            cookies[name] = value.strip()
     return cookies
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit
 
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from spork_cli.cache import (
     CACHEABLE_METHODS,
@@ -33,6 +33,7 @@ from spork_cli.cache import (
     url_digest,
 )
 from spork_cli.errors import StateError
+from spork_cli.gateway.forwarding import PROXY_ONLY
 from spork_cli.gateway.metrics import METRICS
 from spork_cli.middleware import (
     CAPTURE,
@@ -222,7 +223,11 @@ class RouteCache:
 
     async def keep(self, target: StateStore, key: str, entry: Entry) -> None:
         try:
-            await target.cache_set(key, entry.encode(), entry.fresh.retention(self.policy))
+            encoded = entry.encode()
+        except TypeError:
+            return  # a header that is not text (bytes past UTF-8): not stored
+        try:
+            await target.cache_set(key, encoded, entry.fresh.retention(self.policy))
         except StateError as exc:
             self.outage.failed("cache", exc)  # not stored: the next request asks the service again
             return
@@ -257,8 +262,14 @@ class RouteCache:
             # What trusted proxies say goes upstream, and the answer may reflect it.
             for name in ("X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded"):
                 parts.append((name.lower(), ", ".join(headers.getall(name, ()))))
+            # Headers only trusted proxies may send (X-Original-URL, method overrides...)
+            # change what the upstream does: such a request is not shared.
+            if any(name in headers for name in PROXY_ONLY):
+                return None
         if self.route.auth != "none":
             identity = request.get(IDENTITY)
+            if identity is None and "Authorization" in headers:
+                return None  # credentials the gateway did not read (Basic...): not shared
             if identity is not None:
                 if not identity.sub:
                     return None  # a token that names no one cannot be told apart from another
@@ -269,6 +280,8 @@ class RouteCache:
                 ]
         if "Cookie" in headers:
             cookies = cookie_pairs("; ".join(headers.getall("Cookie")))
+            if cookies is None:
+                return None
             cookies.pop(self.auth_cookie or "", None)
             if not set(cookies) <= set(self.policy.cookies):
                 return None
@@ -394,12 +407,7 @@ class RouteCache:
         delay = request.get(UPSTREAM_SECONDS) or 0.0
         now = time.time()
         if entry is not None and response.status == 304 and not response.prepared:
-            merged = CIMultiDict(entry.headers)
-            for name in {k.lower() for k in response.headers}:
-                if name in ("content-length",):
-                    continue
-                merged.popall(name, None)
-                merged.extend((k, v) for k, v in response.headers.items() if k.lower() == name)
+            merged = _merged(entry, response.headers)
             fresh = freshness(entry.status, merged, self.policy, now, delay)
             if fresh is None:
                 # The new headers forbid storing: this answer is the stored one, not kept.
@@ -465,7 +473,8 @@ class RouteCache:
                 now = time.time()
                 delay = clone.get(UPSTREAM_SECONDS) or 0.0
                 if response.status == 304:
-                    fresh = freshness(entry.status, response.headers, self.policy, now, delay)
+                    merged = _merged(entry, response.headers)
+                    fresh = freshness(entry.status, merged, self.policy, now, delay)
                     if fresh is not None:
                         await self.keep(target, full_key, entry.updated(response.headers, fresh))
                         self.counters.add("revalidated")
@@ -481,6 +490,17 @@ class RouteCache:
         task = asyncio.ensure_future(refresh())
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
+
+
+def _merged(entry: Entry, given: MultiMapping[str]) -> CIMultiDict[str]:
+    """The stored headers with those of a 304 in place of theirs (RFC 9111 4.3.4)."""
+    merged = CIMultiDict(entry.headers)
+    for name in {k.lower() for k in given}:
+        if name == "content-length":
+            continue
+        merged.popall(name, None)
+        merged.extend((k, v) for k, v in given.items() if k.lower() == name)
+    return merged
 
 
 def _client_conditional(request: web.Request) -> bool:
@@ -557,10 +577,18 @@ async def invalidate_targets(request: web.Request, targets: list[str]) -> None:
     if holder is None:
         return
     table = holder.current
+    server = table.config.server
     done: set[tuple[int, str]] = set()
     for target in targets:
         try:
-            clean = canonical_target(target) or target
+            clean = (
+                canonical_target(
+                    target,
+                    merge_slashes=server.merge_slashes,
+                    keep_encoded_slashes=server.encoded_slashes == "keep",
+                )
+                or target
+            )
         except BadPath:
             continue
         route = table.match("GET", clean).route

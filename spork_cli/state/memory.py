@@ -37,8 +37,9 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
         self._limits = LimitSpace(clock, config.max_keys)
         self._cache = Space(clock, config.max_keys, config.max_bytes)
         # Invalidation markers, apart from the entries so that filling the cache never
-        # evicts one (which would bring back what it invalidated); bounded the same way.
-        self._markers = Space(clock, config.max_keys)
+        # evicts one (which would bring back what it invalidated); past max_keys of them,
+        # cache_invalidate empties the cache instead of evicting one.
+        self._markers = Space(clock, None)
         self._breakers = Space(clock, None)
         self._pinned = Space(clock, None)
         self._spaces: tuple[Space | LimitSpace, ...] = (
@@ -125,6 +126,11 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
         self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl)
 
     async def cache_invalidate(self, marker: str, ttl: float) -> None:
+        if marker not in self._markers.entries and len(self._markers.entries) >= self.max_keys:
+            # No room for one more marker: rather than evict one (which would bring back
+            # what it invalidated), forget every cached response and every marker.
+            self._cache.clear()
+            self._markers.clear()
         self._markers.set(marker, _STAMP.pack(self.clock()), max(ttl, 0.001))
 
     async def cache_count(self, stats: str, counts: Mapping[str, int]) -> None:

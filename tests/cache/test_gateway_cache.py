@@ -726,3 +726,16 @@ async def test_the_cache_works_on_a_redis_cluster(
     assert (row["entries"], row["hits"], row["misses"], row["stores"]) == (2, 2, 2, 2)
     assert await purge(admin, route=ROUTE) == 2
     assert (await fetch(client, at("x"))).cache == "MISS"
+
+
+async def test_a_request_with_headers_only_trusted_proxies_may_send_is_not_shared(
+    origin: Upstream, gateway: Gateway
+) -> None:
+    # From a trusted proxy, X-Original-URL and method overrides reach the upstream and may
+    # change its answer: such a request neither fills nor reads the cache.
+    config = cached_config(origin.url, server={"trusted_proxies": ["127.0.0.1/32"]})
+    client = await gateway(config)
+    poisoned = await fetch(client, at("proxied"), headers={"X-Original-URL": "/admin"})
+    clean = await fetch(client, at("proxied"))
+    assert (poisoned.cache, clean.cache) == ("BYPASS", "MISS")
+    assert "x-original-url" not in clean.json()["headers"]

@@ -51,6 +51,7 @@ ROUTES = {
     "s": '{ stale_if_error = "60s" }',
     "v": '{ stale_while_revalidate = "60s" }',
     "m": "{}",  # as /d, for the counting test alone: no other test's counts come in
+    "o": '{ default_ttl = "30s" }',  # auth = "optional"
     "a": '{ default_ttl = "30s" }',
 }
 
@@ -68,7 +69,7 @@ def config_text(port: int, admin_port: int, upstream: str, state: str) -> str:
         '[[routes]]\npath = "/t/w"\nservice = "origin"\nmethods = ["POST"]\nstrip_prefix = true\n',
     ]
     for prefix, cache in ROUTES.items():
-        auth = "required" if prefix == "a" else "none"
+        auth = {"a": "required", "o": "optional"}.get(prefix, "none")
         lines.append(
             f'[[routes]]\npath = "/{prefix}"\nname = "{prefix}"\nservice = "origin"\n'
             f'strip_prefix = true\nauth = "{auth}"\ncache = {cache}\n'
@@ -349,6 +350,42 @@ async def test_entries_are_per_user_and_per_roles_and_scopes(
         "MISS",
     ]
     assert caching.origin.calls(path) == 4
+
+
+async def test_credentials_the_gateway_did_not_read_are_never_shared(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    path = f"/r/{name}"
+    basic = await ask(http, caching, "o", path, Authorization="Basic YWxpY2U6cHc=")
+    plain = await ask(http, caching, "o", path)
+    assert served(basic, plain) == ["BYPASS", "MISS"]
+    assert "authorization" not in plain.json()["headers"]
+
+
+@pytest.mark.parametrize("cookie", ["lang=en; lang=fr", "lang=en; VICTIMSESSION"])
+async def test_a_cookie_header_read_two_ways_is_not_shared(
+    http: aiohttp.ClientSession, caching: Caching, name: str, cookie: str
+) -> None:
+    odd = await ask(http, caching, "k", f"/r/{name}", Cookie=cookie)
+    clean = await ask(http, caching, "k", f"/r/{name}", Cookie="lang=en")
+    assert served(odd, clean) == ["BYPASS", "MISS"]
+
+
+async def test_a_no_cache_response_is_never_served_stale(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    origin = caching.origin
+    path = f"/r/{name}"
+    origin.respond(path, "Cache-Control: no-cache, stale-if-error=60", 'ETag: "n"')
+    await ask(http, caching, "s", path)
+    stale = await ask(http, caching, "s", path, **{"Cache-Control": "max-stale"})
+    origin.answer(503, path)
+    try:
+        failing = await ask(http, caching, "s", path)
+    finally:
+        origin.answer(200, path)
+    assert stale.cache == "MISS"  # revalidated (no validate=1 here: a whole answer)
+    assert (failing.status, failing.cache) == (503, "MISS")
 
 
 # --- what a request asks ---------------------------------------------------------------------

@@ -190,6 +190,10 @@ def test_directives_that_forbid_storing(value: str) -> None:
 def test_no_cache_is_stored_and_revalidated_before_each_reuse() -> None:
     assert fresh_for(("Cache-Control", "no-cache, max-age=60"), ("ETag", '"v"')) == 0.0
     assert fresh_for(("Cache-Control", 'no-cache="Set-Cookie"'), ("ETag", '"v"')) == 0.0
+    at = http_date(DATE) or 0.0
+    value = "no-cache, stale-if-error=60, stale-while-revalidate=60"
+    found = freshness(200, headers(("Cache-Control", value), ("ETag", '"v"')), policy(), at)
+    assert found is not None and found.must_revalidate  # never served stale
 
 
 @pytest.mark.parametrize("value", ["max-age=abc", "max-age=5.5", "max-age=-1", "s-maxage=x"])
@@ -371,8 +375,15 @@ def test_parts_cannot_be_shuffled_into_one_key() -> None:
 
 
 def test_cookie_pairs_read_a_cookie_header() -> None:
-    assert cookie_pairs("a=1; b=2;c=3 ; a=9; junk") == {"a": "1", "b": "2", "c": "3"}
+    assert cookie_pairs("a=1; b=2;c=3 ; d=") == {"a": "1", "b": "2", "c": "3", "d": ""}
     assert cookie_pairs(None) == {} == cookie_pairs("")
+
+
+@pytest.mark.parametrize("header", ["a=1; a=2", "a=1; SESSION", "a=1; =x"])
+def test_a_cookie_header_servers_read_two_ways_is_none(header: str) -> None:
+    # Duplicates: some frameworks keep the first, others the last; a bare name is a
+    # cookie to some. Such a request is not shared.
+    assert cookie_pairs(header) is None
 
 
 # --- the stored form -------------------------------------------------------------------------

@@ -154,6 +154,18 @@ async def test_purge_deletes_entries_by_scan_and_leaves_the_counters(backend: Ba
     assert await purge(store, config, ROUTE) == 0
 
 
+async def test_memory_never_evicts_a_marker_it_empties_the_cache_instead() -> None:
+    now = [1000.0]
+    store = MemoryStore(State(max_keys=100), clock=lambda: now[0])
+    await store.cache_set(key(), b"old", 30.0)
+    now[0] += 1
+    await store.cache_invalidate(MARKER, 30.0)
+    for n in range(120):  # a flood of invalidations of other URLs
+        now[0] += 0.01
+        await store.cache_invalidate(cache_marker_key(PREFIX, ROUTE, f"{n:016x}"), 30.0)
+    assert await store.cache_get(key(), MARKER) is None  # never comes back
+
+
 # --- the memory backend's byte bound ---------------------------------------------------------
 
 
