@@ -9,6 +9,7 @@ from cli_times import ROUTES
 from load import Target
 
 CHAIN_VS_FLOOR = 0.70
+CACHED_VS_PLAIN = 1.0  # a cache hit is at least as fast as asking the upstream
 SPORK_VS_FASTAPI = 2.0
 HELP_SECONDS = 0.3
 ROUTES_SECONDS = 0.4
@@ -74,6 +75,16 @@ def goals(targets: Sequence[Target], cli: Sequence[tuple[str, list[float]]]) -> 
                 f"{ratio:.2f} x",
                 f">= {CHAIN_VS_FLOOR:.2f} x",
                 ratio >= CHAIN_VS_FLOOR,
+            )
+        )
+    if "cached" in rps and "plain" in rps:
+        ratio = rps["cached"] / rps["plain"]
+        rows.append(
+            _goal(
+                "spork cached route (hits) vs the plain route",
+                f"{ratio:.2f} x",
+                f">= {CACHED_VS_PLAIN:g} x",
+                ratio >= CACHED_VS_PLAIN,
             )
         )
     if "plain" in rps and "fastapi" in rps:

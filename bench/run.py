@@ -1,11 +1,13 @@
 """spork against its peers in one run, on loopback only, bounded in time.
 
     python bench/run.py [--duration 4] [--rounds 3] [--connections 50] [--runs 5]
-        [--skip chain,fastapi,nginx,caddy,proxy,cli] [--soak SECONDS] [--out FILE]
+        [--skip cached,chain,fastapi,nginx,caddy,proxy,cli] [--soak SECONDS] [--out FILE]
 
 Proxy targets, each visited in turn in every round by `wrk -t1` (bench/targets.py):
 (a) the upstream directly: nginx answering a small static JSON body from one worker;
-(b) spork with a plain route; (c) spork with the full chain: HS256 auth, a GCRA limit in a
+(b) spork with a plain route; (b') the same route with a response cache, every measured
+request a hit (asked without the Authorization header the others get: a cache on an open
+route bypasses it); (c) spork with the full chain: HS256 auth, a GCRA limit in a
 real redis-server, metrics and the access log; (d) the minimal aiohttp proxy in
 bench/floor_proxy.py, the Python floor; (e) FastAPI + httpx under uvicorn
 (bench/fastapi_proxy.py); (f) nginx and (g) caddy as reverse proxies. Every target is one
@@ -34,7 +36,7 @@ from needs import missing, versions
 from report import cli_table, goals, proxy_table
 from targets import CADDY_ENV, Launcher, start_upstream
 
-PARTS = ("chain", "fastapi", "nginx", "caddy", "proxy", "cli")
+PARTS = ("cached", "chain", "fastapi", "nginx", "caddy", "proxy", "cli")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,13 +68,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def parts(skip: set[str]) -> set[str]:
     chosen = {"upstream", *PARTS} - skip
     if "proxy" in skip:
-        chosen -= {"chain", "fastapi", "nginx", "caddy"}
+        chosen -= {"cached", "chain", "fastapi", "nginx", "caddy"}
     return chosen
 
 
 def proxies(launcher: Launcher, upstream: Target, chosen: set[str]) -> tuple[list[Target], str]:
     """Start every chosen target; the header list carries the full chain's token."""
     targets = [upstream, launcher.spork_plain()]
+    if "cached" in chosen:
+        targets.append(launcher.spork_cached())
     headers: list[str] = []
     if "chain" in chosen:
         chain, token = launcher.spork_chain()

@@ -71,7 +71,14 @@ def caddy_conf(work: Path, port: int, upstream: int) -> Path:
     return path
 
 
-def spork_conf(path: Path, port: int, admin: int, upstream: int, redis: int | None = None) -> Path:
+def spork_conf(
+    path: Path,
+    port: int,
+    admin: int,
+    upstream: int,
+    redis: int | None = None,
+    cached: bool = False,
+) -> Path:
     """One route to the upstream; with ``redis``, the full chain: HS256 auth and a GCRA limit
     in that redis-server (never reached). Metrics and the access log are on by default."""
     text = f"""
@@ -86,6 +93,9 @@ endpoints = ["http://{HOST}:{upstream}"]
 path = "/api/users"
 service = "users"
 """
+    if cached:
+        # The upstream states no freshness: the operator gives its answers an hour.
+        text += 'cache = { ttl = "1h", default_ttl = "1h" }\n'
     if redis is not None:
         text += f"""auth = "required"
 rate_limit = {{ requests = 1000000000, per = "1m", key = ["user"] }}
@@ -120,6 +130,15 @@ class Launcher:
         config = spork_conf(self.work / "plain.toml", port, free_port(), self.upstream)
         command = [*self.spork, "serve", "-c", str(config), "--no-reload"]
         return Target("plain", "spork, plain route", port, self.procs.start("plain", command, port))
+
+    def spork_cached(self) -> Target:
+        """The plain route with a response cache: every measured request is a hit."""
+        port = free_port()
+        path = self.work / "cached.toml"
+        config = spork_conf(path, port, free_port(), self.upstream, cached=True)
+        command = [*self.spork, "serve", "-c", str(config), "--no-reload"]
+        proc = self.procs.start("cached", command, port)
+        return Target("cached", "spork, cached route (hits)", port, proc, headers=[])
 
     def spork_chain(self) -> tuple[Target, str]:
         """The full chain and a token it accepts (sent to every target alike)."""
