@@ -295,10 +295,10 @@ def _middlewares(
         )
     cache = route.config.cache
     if cache is not None and resources.store is not None:
-        from spork_cli.middleware.cache import cache_middleware
+        from spork_cli.middleware.cache import RouteCache
 
         assert outage is not None
-        route.cache = cache_middleware(
+        route.cache = RouteCache(
             route.config,
             route.route_id,
             config.state.prefix,
@@ -312,9 +312,9 @@ def _middlewares(
         chain.append(route.cache)
     elif resources.store is not None and any(r.cache is not None for r in config.routes):
         # A successful unsafe request here invalidates what a cached route holds for it.
-        from spork_cli.middleware.cache import invalidation_middleware
+        from spork_cli.middleware.cache import invalidating
 
-        chain.append(invalidation_middleware())
+        chain.append(invalidating)
     if validator is not None:
         from spork_cli.middleware.validate import validate_middleware
 

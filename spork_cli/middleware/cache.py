@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -43,7 +44,6 @@ from spork_cli.middleware import (
     UPSTREAM_CONDITIONS,
     UPSTREAM_SECONDS,
     Handler,
-    Middleware,
 )
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.state import CacheHit, StateStore, cache_key, cache_marker_key, cache_stats_key
@@ -125,9 +125,9 @@ class Counters:
     """What one route's cache answered in this process, added to the store's counters at most
     every ``COUNT_EVERY`` seconds (one write, not one per request)."""
 
-    def __init__(self, stats: str, stores: tuple[StateStore, ...]) -> None:
+    def __init__(self, stats: str, store: StateStore) -> None:
         self.stats = stats
-        self.stores = stores
+        self.store = store
         self.pending: Counter[str] = Counter()
         self._scheduled = False
 
@@ -148,7 +148,7 @@ class Counters:
         if not counts:
             return
         try:
-            await self.stores[0].cache_count(self.stats, counts)
+            await self.store.cache_count(self.stats, counts)
         except StateError:
             self.pending.update(counts)  # the next flush tries again
 
@@ -180,7 +180,7 @@ class RouteCache:
         self.forwarding = forwarding
         self.auth_cookie = auth_cookie if route.auth != "none" else None
         self.policy = Policy.of(route.cache)
-        self.counters = Counters(cache_stats_key(prefix, route_id), (store,))
+        self.counters = Counters(cache_stats_key(prefix, route_id), store)
         # Concurrent misses of one key in this process wait for the first one's upstream call.
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}
         self.refreshing: set[str] = set()
@@ -382,7 +382,7 @@ class RouteCache:
         entry: Entry | None,
         age: float,
         asks: Asks,
-        on_stream: object = None,
+        on_stream: Callable[[], None] | None = None,
     ) -> tuple[web.StreamResponse | None, Entry | None]:
         """Ask the upstream (with the entry's validators when there is one). Returns the
         answer and the entry now stored; no answer with an entry: a 304 revalidated it."""
@@ -391,7 +391,7 @@ class RouteCache:
         request[UPSTREAM_CONDITIONS] = _validators(entry)
         capture = request[CAPTURE] = Capture(
             self.policy.max_entry_size,
-            on_stream=on_stream if callable(on_stream) else None,
+            on_stream=on_stream,
             hold=True,
         )
         try:
@@ -411,8 +411,7 @@ class RouteCache:
             fresh = freshness(entry.status, merged, self.policy, now, delay)
             if fresh is None:
                 # The new headers forbid storing: this answer is the stored one, not kept.
-                self.count(request, "REVALIDATED")
-                return _serve(request, entry, 0.0, key, "REVALIDATED"), None
+                return self.answer(request, entry, 0.0, key, "REVALIDATED"), None
             updated = entry.updated(response.headers, fresh)
             await self.keep(target, full_key, updated)
             return None, updated
@@ -596,24 +595,3 @@ async def invalidate_targets(request: web.Request, targets: list[str]) -> None:
         if cache is not None and (route.index, clean) not in done:  # type: ignore[union-attr]
             done.add((route.index, clean))  # type: ignore[union-attr]
             await cache.invalidate(clean)
-
-
-def cache_middleware(
-    route: Route,
-    route_id: str,
-    prefix: str,
-    policy: OnError,
-    store: StateStore,
-    local: StateStore | None,
-    outage: StateOutage,
-    forwarding: Forwarding | None = None,
-    auth_cookie: str | None = None,
-) -> RouteCache:
-    return RouteCache(
-        route, route_id, prefix, policy, store, local, outage, forwarding, auth_cookie
-    )
-
-
-def invalidation_middleware() -> Middleware:
-    """For routes without a cache of their own, when some route has one."""
-    return invalidating
