@@ -51,13 +51,14 @@ upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come wit
 | `no-store`, `private`, `Set-Cookie` | never stored |
 | `no-cache` | stored, revalidated before every reuse |
 | `must-revalidate`, `proxy-revalidate`, `s-maxage` | never served stale, not even for `stale-if-error` or `max-stale` |
-| `stale-while-revalidate=N` (else the route's) | up to N s stale: served at once while one background request refreshes it |
+| `stale-while-revalidate=N` (else the route's) | up to N s stale: served at once while one background request refreshes it (at most 32 refreshes run at once per process; past that, a later request refreshes) |
 | `stale-if-error=N` (else the route's) | up to N s stale: served instead of a 500, 502, 503, 504, an unreachable upstream or an open breaker |
 | `ETag`, `Last-Modified` | a stale entry is kept `keep` long and revalidated with `If-None-Match` / `If-Modified-Since`; a 304 updates its headers |
 | `Vary` | stored only when every header named is in `vary` (never for `*`) |
 | stale windows | an entry is kept past its freshness at most the larger of `keep`, `stale_while_revalidate` and `stale_if_error` (so that an invalidation always outlives what it invalidates) |
 | `Age` | counted in the entry's age; a list (`7200, 0`) reads as its largest member |
 | status | 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501; others only with explicit freshness; `statuses` filters |
+| a HEAD's 200 for a stored GET | the same `ETag`, `Last-Modified` and length: the entry's headers are updated as by a 304; different ones: the entry is dropped |
 
 | request | what the gateway does |
 | --- | --- |
@@ -68,17 +69,23 @@ upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come wit
 | `only-if-cached` | 504 problem `not-cached` when no entry may be used |
 | `stale-if-error=N` | as the response directive |
 | `If-None-Match`, `If-Modified-Since` | a 304 from a fresh entry; on a miss, the whole response is fetched and stored first |
+| `If-Match`, `If-Unmodified-Since` | bypass: conditions on the resource's state are the upstream's to evaluate |
 | `Cookie` | bypass, unless every cookie is in `cookies` (which are then in the key); `auth.cookie` aside |
-| `Authorization` | bypass on `auth = "none"`; else one entry per user, roles and scopes |
+| `Authorization` | bypass on `auth = "none"`; else one entry per user, roles, scopes and every claim `auth.forward_claims` sends upstream |
 | `Range` | bypass |
-| `POST`, `PUT`, `PATCH`, `DELETE` (any method but GET, HEAD, OPTIONS, TRACE) | on a 2xx or 3xx, the entries of its URI, and of its `Location` and `Content-Location` on the same host, are not served again, on any instance sharing the state |
+| `POST`, `PUT`, `PATCH`, `DELETE` (any method but GET, HEAD, OPTIONS, TRACE) | on a 2xx or 3xx, the entries of its URI, and of its `Location` and `Content-Location` on the same host, are not served again, on any instance sharing the state; an answer to a GET sent upstream before the write is not stored |
 
 The request directives are ignored with `request_directives = false`. The key is the path and
 query, the `Host`, the scheme (and the `X-Forwarded-*` and `Forwarded` of trusted proxies),
-the user with their roles and scopes, the `cookies` and the `vary` headers. Concurrent misses
-of one key are one upstream request per gateway process; instances sharing Redis do not wait
-on each other (a lock across instances would add a round trip to every miss), so N instances
-ask at most N times.
+the user with their roles, scopes and forwarded claims, the `cookies` and the `vary` headers.
+Concurrent misses of one key are one upstream request per gateway process; instances sharing
+Redis do not wait on each other (a lock across instances would add a round trip to every
+miss), so N instances ask at most N times.
+
+A reload applies the route's new settings to entries already stored: a lower `ttl` shortens
+their freshness, shorter stale windows drop what they no longer cover. When the state store
+cannot take an invalidation (Redis unreachable), the gateway tries again every second until
+it does, and meanwhile answers that URL from the upstream, never from the cache.
 """
 
 # Text after a section's table, for what a table of keys cannot say.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from spork_cli.auth.claims import claim_value
+from spork_cli.auth.claims import Identity, claim_value
 from spork_cli.middleware import IDENTITY, REQUEST_ID
 from spork_cli.middleware.errors import HTTPProblem
 from spork_cli.middleware.request_id import traceparent
@@ -232,20 +232,27 @@ class Forwarding:
             ]
         identity = request.get(IDENTITY)
         if identity is not None:
-            for claim, header in self.claims:
-                # Roles and scopes as verification read them (nested or space-separated).
-                if claim == self.roles_claim:
-                    value: Any = identity.roles
-                elif claim == self.scopes_claim:
-                    value = identity.scopes
-                else:
-                    value = claim_value(identity.claims, claim)
-                if value is not None:
-                    items.append((header, _header_value(value)))
+            items += self.claim_headers(identity)
         items.append(("X-Request-ID", request[REQUEST_ID]))
         items.append(("traceparent", traceparent(incoming.get("traceparent"))))
         items.append(("Host", host if preserve_host and host else endpoint.authority))
         return items
+
+    def claim_headers(self, identity: Identity) -> list[tuple[str, str]]:
+        """The identity headers (``auth.forward_claims``) a verified token sends upstream:
+        what the upstream's answer may depend on besides the path."""
+        headers = []
+        for claim, header in self.claims:
+            # Roles and scopes as verification read them (nested or space-separated).
+            if claim == self.roles_claim:
+                value: Any = identity.roles
+            elif claim == self.scopes_claim:
+                value = identity.scopes
+            else:
+                value = claim_value(identity.claims, claim)
+            if value is not None:
+                headers.append((header, _header_value(value)))
+        return headers
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

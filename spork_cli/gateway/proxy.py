@@ -232,8 +232,15 @@ async def _without_body(
 ) -> web.StreamResponse:
     """HEAD, 204 and 304: the upstream's headers (Content-Length too) and no body. For the
     cache (``capture.hold``) a 304, and any such answer with no client waiting, comes back
-    unsent: the cache answers with its stored response instead."""
-    if capture is not None and (capture.detached or (capture.hold and status == 304)):
+    unsent: the cache answers with its stored response instead. So does a GET's 204, which
+    the cache may store (it has no length to keep: nothing is lost by sending it later)."""
+    if capture is not None and (
+        capture.detached
+        or (capture.hold and (status == 304 or (status == 204 and request.method == "GET")))
+    ):
+        if status == 204:
+            headers.popall("Content-Length", None)
+            return web.Response(status=status, reason=reason, headers=headers, body=b"")
         return web.Response(status=status, reason=reason, headers=headers)
     response = web.StreamResponse(status=status, reason=reason)
     response.headers.extend(headers)

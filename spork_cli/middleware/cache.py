@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -57,7 +58,17 @@ log = structlog.get_logger("spork.cache")
 
 LOCK_TIMEOUT = 5.0  # longest a miss waits for a concurrent miss of the same key
 COUNT_EVERY = 0.5  # the counters go to the store at most this often
+REFRESHES = 32  # background refreshes (stale-while-revalidate) running at once, at most
+RETRY_EVERY = 1.0  # an invalidation the store refused is tried again this often
+UNSENT_LIMIT = 100_000  # invalidations held for a store that cannot take them, at most
 _BACKGROUND: set[asyncio.Task[None]] = set()  # refreshes running after their answer was sent
+_REFRESHES: set[str] = set()  # keys being refreshed in the background, every route's
+# The longest any entry of a route could be kept, under any config this process has run:
+# an invalidation marker outlives every entry it may invalidate, across reloads too.
+_LONGEST: dict[str, float] = {}
+# Requests that carry conditions only the origin can evaluate (on the state of the resource,
+# not of a representation the cache holds): they go upstream, and are not stored.
+ORIGIN_CONDITIONS = ("If-Match", "If-Unmodified-Since")
 
 
 def _mark(request: web.Request, result: str, key: str | None = None) -> None:
@@ -153,6 +164,49 @@ class Counters:
             self.pending.update(counts)  # the next flush tries again
 
 
+class Unsent:
+    """Invalidations a store could not take (it was unreachable), tried again every
+    `RETRY_EVERY` seconds until it takes them or until nothing they cover could still be
+    kept; while one is held, its URL is not served from the cache by this process."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[StateStore, float, float]] = {}  # marker: store, ttl, until
+        self._retrying: asyncio.Task[None] | None = None
+
+    def holds(self, marker: str) -> bool:
+        return bool(self.held) and marker in self.held
+
+    def add(self, store: StateStore, marker: str, ttl: float) -> None:
+        if marker not in self.held and len(self.held) >= UNSENT_LIMIT:
+            log.warning("cache invalidations pending past the limit; one is dropped")
+            self.held.pop(next(iter(self.held)))
+        self.held[marker] = (store, ttl, time.monotonic() + ttl)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.ensure_future(self._retry())
+
+    async def _retry(self) -> None:
+        while self.held:
+            await asyncio.sleep(RETRY_EVERY)
+            now = time.monotonic()
+            for marker, (store, ttl, until) in list(self.held.items()):
+                if until <= now:
+                    self.held.pop(marker, None)  # what it covered has expired by now
+                    continue
+                try:
+                    await store.cache_invalidate(marker, ttl)
+                except StateError:
+                    break  # still unreachable: the rest wait for the next round
+                except Exception as exc:  # a closed store (reloaded away): nothing to mark
+                    log.info("cache invalidation dropped", error=str(exc)[:200])
+                    self.held.pop(marker, None)
+                else:
+                    if self.held.get(marker, (None, 0.0, 0.0))[2] == until:
+                        self.held.pop(marker, None)
+
+
+UNSENT = Unsent()
+
+
 class RouteCache:
     """The cache middleware of one route (``__call__``), and what other routes' unsafe
     requests use to invalidate its entries (`invalidate`)."""
@@ -180,10 +234,11 @@ class RouteCache:
         self.forwarding = forwarding
         self.auth_cookie = auth_cookie if route.auth != "none" else None
         self.policy = Policy.of(route.cache)
-        self.counters = Counters(cache_stats_key(prefix, route_id), store)
+        stats = cache_stats_key(prefix, route_id)
+        self.counters = Counters(stats, store)
+        self.marker_ttl = _LONGEST[stats] = max(_LONGEST.get(stats, 0.0), self.policy.longest)
         # Concurrent misses of one key in this process wait for the first one's upstream call.
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}
-        self.refreshing: set[str] = set()
 
     # -- counting --------------------------------------------------------------------------
 
@@ -209,6 +264,10 @@ class RouteCache:
 
     async def lookup(self, key: str, marker: str) -> tuple[CacheHit | None, StateStore | None]:
         """The stored entry, and the store to write a fresh one to (None: do not store)."""
+        if UNSENT.holds(marker):
+            # Its URL was invalidated while the store could not take the marker: what the
+            # store holds of it may be out of date, so it is neither served nor refilled.
+            return None, None
         try:
             return await self.store.cache_get(key, marker), self.store
         except StateError as exc:
@@ -221,29 +280,44 @@ class RouteCache:
                 return await self.local.cache_get(key, marker), self.local
             return None, None
 
-    async def keep(self, target: StateStore, key: str, entry: Entry) -> None:
+    async def keep(
+        self, target: StateStore, key: str, marker: str, entry: Entry, asked: float
+    ) -> None:
+        """Store ``entry``, brought by a request sent upstream at ``asked`` (monotonic): not
+        when its URL was invalidated since (that answer may be what the write replaced)."""
         try:
             encoded = entry.encode()
         except TypeError:
             return  # a header that is not text (bytes past UTF-8): not stored
+        ttl = entry.fresh.retention(self.policy)
         try:
-            await target.cache_set(key, encoded, entry.fresh.retention(self.policy))
+            stored = await target.cache_set(key, encoded, ttl, marker, time.monotonic() - asked)
         except StateError as exc:
             self.outage.failed("cache", exc)  # not stored: the next request asks the service again
             return
-        self.counters.add("stores")
+        if stored:
+            self.counters.add("stores")
+
+    async def drop(self, target: StateStore, key: str) -> None:
+        try:
+            await target.delete([key])
+        except StateError as exc:
+            self.outage.failed("cache", exc)
 
     async def invalidate(self, raw_path: str) -> None:
         """Entries of ``raw_path`` (path and query; every user and variant) are not served
-        again, on any instance sharing the store."""
+        again, on any instance sharing the store. When the store cannot take the marker now,
+        it is tried again until it does (or until nothing it covers could still be kept),
+        and until then this process serves none of the URL's entries."""
         marker = cache_marker_key(self.prefix, self.route_id, url_digest(raw_path))
         for store in (self.store, self.local):
             if store is None:
                 continue
             try:
-                await store.cache_invalidate(marker, self.policy.longest)
+                await store.cache_invalidate(marker, self.marker_ttl)
             except StateError as exc:
                 self.outage.failed("cache", exc)
+                UNSENT.add(store, marker, self.marker_ttl)
         self.counters.add("invalidations")
 
     # -- the key ---------------------------------------------------------------------------
@@ -278,6 +352,10 @@ class RouteCache:
                     ("roles", " ".join(sorted(identity.roles))),
                     ("scopes", " ".join(sorted(identity.scopes))),
                 ]
+                if forwarding is not None:
+                    # Every claim sent upstream (a tenant, an email...) may shape the answer.
+                    claims = forwarding.claim_headers(identity)
+                    parts += [(f"claim:{name.lower()}", value) for name, value in claims]
         if "Cookie" in headers:
             cookies = cookie_pairs("; ".join(headers.getall("Cookie")))
             if cookies is None:
@@ -299,7 +377,7 @@ class RouteCache:
             self.count(request, "BYPASS")
             return await invalidating(request, handler)
         headers = request.headers
-        if "Range" in headers:
+        if "Range" in headers or any(name in headers for name in ORIGIN_CONDITIONS):
             return await self.bypass(request, handler)
         # Without the user in the key, a response to a credentialed request is not shared.
         if self.route.auth == "none" and "Authorization" in headers:
@@ -314,7 +392,7 @@ class RouteCache:
         full_key = cache_key(self.prefix, self.route_id, key)
         marker = cache_marker_key(self.prefix, self.route_id, key.partition(":")[0])
         hit, target = await self.lookup(full_key, marker)
-        entry = Entry.decode(hit.value) if hit is not None else None
+        entry = self.usable(hit) if hit is not None else None
         age = 0.0
         if entry is not None and hit is not None:
             age = entry.fresh.initial_age + hit.age
@@ -332,7 +410,7 @@ class RouteCache:
                 and stale_for <= entry.fresh.stale_while_revalidate
                 and target is not None
             ):
-                self.refresh_later(request, handler, full_key, target, entry)
+                self.refresh_later(request, handler, full_key, marker, target, entry)
                 return self.answer(request, entry, age, key, "STALE")
         if asks.only_if_cached:
             self.count(request, "MISS")
@@ -362,7 +440,7 @@ class RouteCache:
         made: Entry | None = None
         try:
             response, made = await self.fetch(
-                request, handler, full_key, target, entry, age, asks, release
+                request, handler, full_key, marker, target, entry, age, asks, release
             )
             if made is not None and response is None:
                 response = self.answer(request, made, made.fresh.initial_age, key, "REVALIDATED")
@@ -378,6 +456,7 @@ class RouteCache:
         request: web.Request,
         handler: Handler,
         full_key: str,
+        marker: str,
         target: StateStore,
         entry: Entry | None,
         age: float,
@@ -394,6 +473,7 @@ class RouteCache:
             on_stream=on_stream,
             hold=True,
         )
+        asked = time.monotonic()
         try:
             response = await handler(request)
         except HTTPProblem as problem:
@@ -413,15 +493,60 @@ class RouteCache:
                 # The new headers forbid storing: this answer is the stored one, not kept.
                 return self.answer(request, entry, 0.0, key, "REVALIDATED"), None
             updated = entry.updated(response.headers, fresh)
-            await self.keep(target, full_key, updated)
+            await self.keep(target, full_key, marker, updated, asked)
             return None, updated
         self.count(request, "MISS")
+        if entry is not None and request.method == "HEAD" and response.status == 200:
+            await self.head_checked(response, full_key, marker, target, entry, asked, now, delay)
+            return response, None
         made = self.storable(request, response, capture, now, delay)
         if made is not None:
-            await self.keep(target, full_key, made)
+            await self.keep(target, full_key, marker, made, asked)
             if _client_conditional(request) and not_modified(request, made):
                 return _serve(request, made, made.fresh.initial_age, key, "MISS"), made
         return response, made
+
+    async def head_checked(
+        self,
+        response: web.StreamResponse,
+        full_key: str,
+        marker: str,
+        target: StateStore,
+        entry: Entry,
+        asked: float,
+        now: float,
+        delay: float,
+    ) -> None:
+        """A HEAD's 200 for a stored GET (RFC 9111 4.3.5): the same representation (its
+        validators and length agree) refreshes the entry's headers; another one means the
+        entry is out of date, and it goes."""
+        given = response.headers
+        length = given.get("Content-Length")
+        same = (
+            entry.fresh.validator
+            and given.get("ETag") == entry.header("ETag")
+            and given.get("Last-Modified") == entry.header("Last-Modified")
+            and (length is None or length.strip() == str(len(entry.body)))
+        )
+        fresh = freshness(entry.status, _merged(entry, given), self.policy, now, delay)
+        if same and fresh is not None:
+            await self.keep(target, full_key, marker, entry.updated(given, fresh), asked)
+        else:
+            await self.drop(target, full_key)
+
+    def usable(self, hit: CacheHit) -> Entry | None:
+        """The stored entry as this route's settings now allow it: none when kept longer
+        than they would keep it, its freshness no longer than their ``ttl`` (a reload that
+        lowers them applies to what is stored already)."""
+        entry = Entry.decode(hit.value)
+        if entry is None:
+            return None
+        fresh = entry.fresh
+        if hit.age > fresh.retention(self.policy):
+            return None
+        if fresh.lifetime > self.policy.cap:
+            return replace(entry, fresh=replace(fresh, lifetime=self.policy.cap))
+        return entry
 
     def storable(
         self,
@@ -453,14 +578,15 @@ class RouteCache:
         request: web.Request,
         handler: Handler,
         full_key: str,
+        marker: str,
         target: StateStore,
         entry: Entry,
     ) -> None:
-        """stale-while-revalidate: one background request (per key, in this process) brings
-        the entry up to date while the stale one is served."""
-        if full_key in self.refreshing or full_key in self.flights:
+        """stale-while-revalidate: one background request (per key, in this process, and at
+        most `REFRESHES` at once) brings the entry up to date while the stale one is served."""
+        if full_key in _REFRESHES or full_key in self.flights or len(_REFRESHES) >= REFRESHES:
             return
-        self.refreshing.add(full_key)
+        _REFRESHES.add(full_key)
         clone = request.clone()
         clone[RESPONSE_HEADERS] = {}
 
@@ -468,6 +594,7 @@ class RouteCache:
             try:
                 clone[CAPTURE] = Capture(self.policy.max_entry_size, detached=True, hold=True)
                 clone[UPSTREAM_CONDITIONS] = _validators(entry)
+                asked = time.monotonic()
                 response = await handler(clone)
                 now = time.time()
                 delay = clone.get(UPSTREAM_SECONDS) or 0.0
@@ -475,16 +602,17 @@ class RouteCache:
                     merged = _merged(entry, response.headers)
                     fresh = freshness(entry.status, merged, self.policy, now, delay)
                     if fresh is not None:
-                        await self.keep(target, full_key, entry.updated(response.headers, fresh))
+                        updated = entry.updated(response.headers, fresh)
+                        await self.keep(target, full_key, marker, updated, asked)
                         self.counters.add("revalidated")
                     return
                 made = self.storable(clone, response, clone[CAPTURE], now, delay)
                 if made is not None:
-                    await self.keep(target, full_key, made)
+                    await self.keep(target, full_key, marker, made, asked)
             except Exception as exc:  # a background refresh that fails leaves the entry as is
                 log.info("cache refresh failed", route=self.route_id, error=str(exc)[:200])
             finally:
-                self.refreshing.discard(full_key)
+                _REFRESHES.discard(full_key)
 
         task = asyncio.ensure_future(refresh())
         _BACKGROUND.add(task)

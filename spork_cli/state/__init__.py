@@ -231,8 +231,13 @@ class StateStore(Protocol):
         when it was stored before the URL's invalidation ``marker`` (see `cache_marker_key`),
         which deletes it."""
 
-    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store an entry for ``ttl`` seconds, stamped with the store's clock."""
+    async def cache_set(
+        self, key: str, value: bytes, ttl: float, marker: str, asked: float
+    ) -> bool:
+        """Store an entry for ``ttl`` seconds, stamped with the store's clock, unless the
+        URL's invalidation ``marker`` is from the last ``asked`` seconds (since the request
+        that brought the entry went upstream): an answer already out of date is not stored.
+        Returns whether it was stored."""
 
     async def cache_invalidate(self, marker: str, ttl: float) -> None:
         """Mark every entry of one URL stored until now as invalid, on every instance; the

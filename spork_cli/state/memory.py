@@ -120,10 +120,17 @@ class MemoryStore(MemoryLimiters, MemoryBreakers):
             return None
         return CacheHit(stored[_STAMP.size :], max(self.clock() - stored_at, 0.0))
 
-    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+    async def cache_set(
+        self, key: str, value: bytes, ttl: float, marker: str, asked: float
+    ) -> bool:
         if ttl < 0.001:  # Redis keeps milliseconds: below one, nothing is stored on either
-            return
-        self._cache.set(key, _STAMP.pack(self.clock()) + value, ttl)
+            return False
+        now = self.clock()
+        invalidated = self._markers.get(marker)
+        if invalidated is not None and _STAMP.unpack(invalidated)[0] >= now - max(asked, 0.0):
+            return False
+        self._cache.set(key, _STAMP.pack(now) + value, ttl)
+        return True
 
     async def cache_invalidate(self, marker: str, ttl: float) -> None:
         if marker not in self._markers.entries and len(self._markers.entries) >= self.max_keys:

@@ -267,12 +267,18 @@ class RedisStore:
         value, age_us = reply
         return CacheHit(bytes(value), float(_text(age_us)) / 1_000_000)
 
-    async def cache_set(self, key: str, value: bytes, ttl: float) -> None:
+    async def cache_set(
+        self, key: str, value: bytes, ttl: float, marker: str, asked: float
+    ) -> bool:
         milliseconds = int(ttl * 1000)
         if milliseconds < 1:
-            return
+            return False
         script = self._cache["cache_set"]
-        await self._call(self.link.evalsha(script, [key], [value, milliseconds]))
+        since = max(int(asked * 1_000_000), 0)
+        reply = await self._call(
+            self.link.evalsha(script, [key, marker], [value, milliseconds, since])
+        )
+        return bool(reply)
 
     async def cache_invalidate(self, marker: str, ttl: float) -> None:
         script = self._cache["cache_invalidate"]

@@ -11,6 +11,7 @@ each test uses resources of its own (``name``), so tests do not see each other's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -27,12 +28,14 @@ import pytest
 from tests.cache.conftest import Answer, fetch
 from tests.conftest import StartSpork
 from tests.support import (
+    Relay,
     SporkRunner,
     SporkServer,
     ThreadedUpstream,
     Upstream,
     eventually,
     free_ports,
+    replace_file,
     upstream_in_thread,
 )
 
@@ -60,7 +63,9 @@ def config_text(port: int, admin_port: int, upstream: str, state: str) -> str:
     lines = [
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n',
         f'[admin]\nhost = "127.0.0.1"\nport = {admin_port}\n',
-        f'[auth]\nalgorithms = ["HS256"]\nsecret = "{SECRET}"\n',
+        f'[auth]\nalgorithms = ["HS256"]\nsecret = "{SECRET}"\n'
+        # A claim of its own goes upstream: entries are kept apart by it too.
+        'forward_claims = { sub = "X-User-Id", roles = "X-User-Roles", tenant = "X-Tenant" }\n',
         "[logging]\naccess_log = false\n",
         state,
         f'[[services]]\nname = "origin"\nendpoints = ["{upstream}"]\n'
@@ -132,6 +137,17 @@ async def ask(
 ) -> Answer:
     method = headers.pop("method", "GET")
     return await fetch(http, caching.url(route, path), method, headers)
+
+
+@contextlib.contextmanager
+def held(caching: Caching) -> Iterator[None]:
+    """The upstream's ``/hold`` answers nothing until the block ends."""
+    gate = caching.origin.gate
+    caching.threaded.call(gate.clear)
+    try:
+        yield
+    finally:
+        caching.threaded.call(gate.set)
 
 
 def date(offset: float = 0.0) -> str:
@@ -255,6 +271,7 @@ async def test_heuristic_freshness_needs_last_modified_and_the_setting(
     ("status", "route", "hit"),
     [
         (200, "d", True),
+        (204, "d", True),
         (404, "d", True),
         (410, "d", True),
         (301, "d", True),
@@ -326,9 +343,9 @@ async def test_configured_cookies_are_keyed_and_any_other_bypasses(
     assert fr.json()["headers"]["cookie"] == "lang=fr"
 
 
-def token(sub: str, *roles: str, scope: str = "") -> str:
+def token(sub: str, *roles: str, scope: str = "", **more: str) -> str:
     claims = {"sub": sub, "roles": list(roles), "scope": scope, "exp": int(time.time()) + 600}
-    return "Bearer " + jwt.encode(claims, SECRET, "HS256")
+    return "Bearer " + jwt.encode({**claims, **more}, SECRET, "HS256")
 
 
 async def test_entries_are_per_user_and_per_roles_and_scopes(
@@ -350,6 +367,19 @@ async def test_entries_are_per_user_and_per_roles_and_scopes(
         "MISS",
     ]
     assert caching.origin.calls(path) == 4
+
+
+async def test_entries_are_per_claim_sent_upstream(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    # auth.forward_claims sends the tenant upstream, so the answer may depend on it.
+    path = f"/r/{name}"
+    one = await ask(http, caching, "a", path, Authorization=token("alice", tenant="one"))
+    two = await ask(http, caching, "a", path, Authorization=token("alice", tenant="two"))
+    again = await ask(http, caching, "a", path, Authorization=token("alice", tenant="one"))
+    assert served(one, two, again) == ["MISS", "MISS", "HIT"]
+    assert two.json()["headers"]["x-tenant"] == "two"
+    assert again.json()["headers"]["x-tenant"] == "one"
 
 
 async def test_credentials_the_gateway_did_not_read_are_never_shared(
@@ -541,6 +571,31 @@ async def test_a_changed_resource_replaces_the_entry(
     assert again.cache == "REVALIDATED" and again.headers["ETag"] == '"v2"'
 
 
+async def test_a_heads_answer_refreshes_the_stored_get_or_drops_it(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    # RFC 9111 4.3.5: the same validators and length: the entry's headers are updated (here,
+    # fresh again); another ETag: the stored GET is out of date and goes.
+    origin = caching.origin
+    same, changed = f"/bytes/{name}", f"/bytes/{name}-c"
+    for path in (same, changed):
+        origin.respond(path, "Cache-Control: max-age=0", 'ETag: "v1"')
+        first = await ask(http, caching, "d", f"{path}?size=100&length=1")
+        assert first.cache == "MISS"
+    origin.respond(same, "Cache-Control: max-age=60", 'ETag: "v1"')
+    origin.respond(changed, "Cache-Control: max-age=60", 'ETag: "v2"')
+    for path in (same, changed):
+        head = await ask(http, caching, "d", f"{path}?size=100&length=1", method="HEAD")
+        assert head.status == 200
+    kept = await ask(http, caching, "d", f"{same}?size=100&length=1")
+    # A stale answer would do for this client; none is left to give.
+    gone = await ask(
+        http, caching, "d", f"{changed}?size=100&length=1", **{"Cache-Control": "max-stale=600"}
+    )
+    assert served(kept, gone) == ["HIT", "MISS"]
+    assert origin.calls(same) == 2 and origin.calls(changed) == 3
+
+
 async def test_keep_bounds_how_long_a_stale_entry_waits_for_revalidation(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -550,6 +605,20 @@ async def test_keep_bounds_how_long_a_stale_entry_waits_for_revalidation(
     second = await ask(http, caching, "n", path)
     assert second.cache == "MISS"
     assert "If-None-Match" not in caching.origin.requests[-1].headers
+
+
+@pytest.mark.parametrize(
+    "condition", [{"If-Match": '"v1"'}, {"If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"}]
+)
+async def test_conditions_on_the_resources_state_go_to_the_upstream(
+    http: aiohttp.ClientSession, caching: Caching, name: str, condition: dict[str, str]
+) -> None:
+    # If-Match and If-Unmodified-Since are for the origin to evaluate (RFC 9111 4.3.2).
+    first = await ask(http, caching, "t", f"/r/{name}")
+    conditional = await ask(http, caching, "t", f"/r/{name}", **condition)
+    assert served(first, conditional) == ["MISS", "BYPASS"]
+    ((header, value),) = condition.items()
+    assert conditional.json()["headers"][header.lower()] == value
 
 
 # --- invalidation ----------------------------------------------------------------------------
@@ -622,6 +691,25 @@ async def test_a_write_through_another_route_invalidates_the_cached_one(
 # --- stale when it helps ---------------------------------------------------------------------
 
 
+async def test_an_answer_asked_before_a_write_is_not_stored_after_it(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    # The GET reaches the upstream, a write to the same resource succeeds, then the GET's
+    # answer (from before the write) comes back: it is relayed, not stored.
+    origin = caching.origin
+    origin.respond(f"/r/{name}-w", f"Location: /t/hold/{name}")
+    with held(caching):
+        pending = asyncio.ensure_future(ask(http, caching, "t", f"/hold/{name}"))
+        await eventually(lambda: origin.calls(f"/hold/{name}") == 1)
+        write = await ask(http, caching, "t", f"/r/{name}-w", method="POST")
+        assert write.status == 200
+    before = await pending
+    after = await ask(http, caching, "t", f"/hold/{name}")
+    assert served(before, after) == ["MISS", "MISS"]
+    assert after.json()["n"] == 2
+    assert (await ask(http, caching, "t", f"/hold/{name}")).cache == "HIT"
+
+
 async def test_stale_while_revalidate_serves_stale_and_refreshes_in_the_background(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -642,6 +730,31 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_in_the_backgrou
     refreshed = await ask(http, caching, "d", path)
     assert refreshed.cache in ("HIT", "STALE")
     assert refreshed.json()["n"] == 2
+
+
+async def test_background_refreshes_are_bounded(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    # 40 stale entries asked at once while the upstream holds every answer: each is served
+    # stale, and only REFRESHES of them are refreshed (the rest on a later request).
+    from spork_cli.middleware.cache import REFRESHES
+
+    origin = caching.origin
+    paths = [f"/hold/{name}-{n}" for n in range(40)]
+    for path in paths:
+        origin.respond(path, "Cache-Control: max-age=0")  # the route's swr (60 s) applies
+        assert (await ask(http, caching, "v", path)).cache == "MISS"
+    with held(caching):
+        stale = await asyncio.gather(*(ask(http, caching, "v", path) for path in paths))
+        assert served(*stale) == ["STALE"] * 40
+
+        def refreshes() -> int:
+            return sum(origin.calls(path) for path in paths) - 40
+
+        await eventually(lambda: refreshes() >= REFRESHES, what="the refreshes upstream")
+    # A request sent after them all has its answer: any other refresh would be in by now.
+    assert (await ask(http, caching, "v", f"/r/{name}")).status == 200
+    assert refreshes() == REFRESHES
 
 
 async def test_the_routes_stale_while_revalidate_for_responses_without_their_own(
@@ -798,3 +911,74 @@ async def test_stale_if_error_when_the_upstream_is_gone_or_its_breaker_open(
     assert [(a.status, a.cache) for a in gone] == [(200, "STALE")] * 3
     assert all(a.body == first.body for a in gone)
     assert fresh.status == 503  # nothing stored: the breaker's own answer
+
+
+async def test_an_invalidation_the_store_could_not_take_is_applied_once_it_can(
+    spork_server: StartSpork, redis_server: Any, upstream: Upstream, tmp_path: Path
+) -> None:
+    # The link to Redis fails while a write succeeds; Redis keeps the old entry. Once the
+    # link is back, that entry is never served: the marker is set as soon as it can be, and
+    # until then this instance does not answer that URL from the cache.
+    if not redis_server.running:
+        redis_server.start()
+    relay = Relay(redis_server.host, redis_server.port)
+    await relay.start()
+    try:
+        port, admin_port = free_ports(2)
+        state = (
+            f'[state]\nbackend = "redis"\nurl = "redis://{relay.address}"\n'
+            f'prefix = "{uuid.uuid4().hex}"\n'
+        )
+        config = tmp_path / "gateway.toml"
+        config.write_text(config_text(port, admin_port, upstream.url, state))
+        server = await spork_server(config, port, admin_port)
+        url = f"{server.url}/t/r/kept"
+        async with aiohttp.ClientSession() as http:
+            stored = [await fetch(http, url) for _ in range(2)]
+            assert served(*stored) == ["MISS", "HIT"]
+            await relay.cut()
+            write = await fetch(http, url, "POST")
+            assert write.status == 200
+            await relay.mend()
+            answers: list[Answer] = []
+
+            async def probe() -> bool:
+                answers.append(await fetch(http, url))
+                return answers[-1].cache == "MISS"
+
+            await eventually(probe, interval=0.1, what="a miss once the marker is set")
+        assert "HIT" not in served(*answers)
+        assert answers[-1].json()["n"] > stored[0].json()["n"] + 1
+    finally:
+        await relay.close()
+
+
+async def test_a_reload_that_lowers_the_ttl_applies_to_what_is_stored(
+    spork_server: StartSpork, upstream: Upstream, tmp_path: Path
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    text = config_text(port, admin_port, upstream.url, "")
+    config.write_text(text)
+    server = await spork_server(config, port, admin_port)
+    url = f"{server.url}/t/r/kept"
+    async with aiohttp.ClientSession() as http:
+        stored = [await fetch(http, url) for _ in range(2)]
+        assert served(*stored) == ["MISS", "HIT"]  # fresh for 30 s (default_ttl)
+        since = time.time()
+        route_t = 'path = "/t"\nname = "t"'
+        lowered = text.replace(
+            f'{route_t}\nservice = "origin"\nstrip_prefix = true\nauth = "none"\n'
+            'cache = { default_ttl = "30s" }',
+            f'{route_t}\nservice = "origin"\nstrip_prefix = true\nauth = "none"\n'
+            'cache = { ttl = "1s", default_ttl = "1s" }',
+        )
+        assert lowered != text
+        replace_file(config, lowered)
+        assert (await server.reloaded_since(since))["result"] == "applied"
+
+        async def refetched() -> bool:
+            return (await fetch(http, url)).cache == "MISS"
+
+        # Within the new ttl of its storing, not the old one's 30 s.
+        await eventually(refetched, timeout=5.0, interval=0.2, what="the entry stale at 1 s")

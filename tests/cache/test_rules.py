@@ -556,7 +556,7 @@ async def fill(store: MemoryStore, route: str, path: str, *users: str | None) ->
     keys = []
     for user in users:
         key = cache_key("spork", route, digest(path, [("user", user)] if user else []))
-        await store.cache_set(key, b"entry", 30.0)
+        await store.cache_set(key, b"entry", 30.0, key + ":marker", 0.0)
         await store.cache_count(cache_stats_key("spork", route), {"misses": 1, "hits": 1})
         await store.cache_count(cache_stats_key("spork", route), {"stores": 1})
         keys.append(key)
@@ -627,3 +627,36 @@ async def test_purge_of_everything_spares_routes_not_named() -> None:
     assert await store.cache_get(b, "m") is None
     assert await purge(store, CONFIG) == 1
     assert await store.cache_get(a, "m") is None
+
+
+# --- across reloads ------------------------------------------------------------------------
+
+
+async def test_an_invalidation_outlives_what_any_earlier_config_stored() -> None:
+    # Stored under a long ttl, invalidated under a short one (a reload), asked again under
+    # the long one (another reload): the marker must still be there.
+    import time
+
+    from spork_cli.config.model import Route
+    from spork_cli.middleware.cache import RouteCache
+    from spork_cli.state import cache_marker_key
+    from spork_cli.state.outage import StateOutage
+
+    now = [NOW]
+    store = MemoryStore(State(), clock=lambda: now[0])
+    outage = StateOutage(store, "test")
+
+    def route_cache(cache: dict[str, Any]) -> RouteCache:
+        route = Route.model_validate({"path": "/m/", "service": "s", "cache": cache})
+        return RouteCache(route, "reloaded", "spork", "open", store, None, outage)
+
+    long = {"ttl": "10m", "default_ttl": "10m", "keep": "10m"}
+    path = "/m/r"
+    key = cache_key("spork", "reloaded", digest(path, []))
+    marker = cache_marker_key("spork", "reloaded", url_digest(path))
+    entry = Entry(200, "OK", (), b"old", Freshness(600.0, 0.0, False, 0.0, 0.0, True))
+    await route_cache(long).keep(store, key, marker, entry, time.monotonic())
+    await route_cache({"ttl": "1s", "keep": "0s"}).invalidate(path)
+    now[0] += 60
+    hit, _ = await route_cache(long).lookup(key, marker)
+    assert hit is None

@@ -10,7 +10,13 @@ import pytest
 
 from spork_cli.breaker import BreakerPolicy
 from spork_cli.config.model import State
-from spork_cli.state import breaker_key, cache_key, cache_stats_key, limit_key
+from spork_cli.state import (
+    breaker_key,
+    cache_key,
+    cache_marker_key,
+    cache_stats_key,
+    limit_key,
+)
 from spork_cli.state.memory import MemoryStore
 from spork_cli.state.memory_limiter import LimiterFull
 
@@ -18,6 +24,7 @@ MAX_KEYS = 1_000
 FLOOD = 5_000
 HOUR = 3600.0
 ROUTE = "/api/limited/"
+MARK = cache_marker_key("spork", ROUTE, "d")  # never set: nothing is invalidated
 STATS = cache_stats_key("spork", ROUTE)
 
 
@@ -52,7 +59,7 @@ async def flood_limiter(
 
 async def flood_cache(store: MemoryStore) -> None:
     for i in range(FLOOD):
-        await store.cache_set(cache_key("spork", ROUTE, f"d{i}"), b"x" * 100, HOUR)
+        await store.cache_set(cache_key("spork", ROUTE, f"d{i}"), b"x" * 100, HOUR, MARK, 0.0)
 
 
 @pytest.fixture
@@ -139,9 +146,9 @@ async def test_reading_a_limit_does_not_take_a_key(store: MemoryStore) -> None:
 async def test_the_cache_evicts_its_least_recently_used_entries_only(store: MemoryStore) -> None:
     await hit(store, client("kept"))
     kept = cache_key("spork", ROUTE, "kept")
-    await store.cache_set(kept, b"hot", HOUR)
+    await store.cache_set(kept, b"hot", HOUR, MARK, 0.0)
     for i in range(FLOOD):
-        await store.cache_set(cache_key("spork", ROUTE, f"d{i}"), b"x", HOUR)
+        await store.cache_set(cache_key("spork", ROUTE, f"d{i}"), b"x", HOUR, MARK, 0.0)
         if i % 100 == 0:
             # read: recently used
             assert await store.cache_get(kept, STATS + ":marker") is not None

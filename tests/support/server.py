@@ -135,6 +135,24 @@ class SporkServer:
         await writer.wait_closed()
         return True
 
+    async def reloaded_since(self, since: float, timeout: float = 5.0) -> dict[str, Any]:
+        """The first reload recorded after wall-clock time ``since`` (a file change or a
+        SIGHUP), as `/health/ready` reports it (``result``: applied, unchanged, failed...)."""
+        import aiohttp
+        import orjson
+
+        from tests.support.polling import eventually
+
+        async with aiohttp.ClientSession() as session:
+
+            async def probe() -> dict[str, Any] | None:
+                async with session.get(f"{self.admin_url}/health/ready") as response:
+                    body = orjson.loads(await response.read())
+                last: dict[str, Any] | None = body["last_reload"]
+                return last if last is not None and last["at"] >= since else None
+
+            return await eventually(probe, timeout=timeout, what="a reload")
+
     def send(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the server process itself (not its group)."""
         os.kill(self.pid, sig)

@@ -281,8 +281,9 @@ class Upstream:
             response.enable_chunked_encoding()
         self._add_headers(request, response)
         await response.prepare(request)
-        for block in pattern_blocks(size):
-            await response.write(block)
+        if request.method != "HEAD":  # aiohttp would send what is written, even to a HEAD
+            for block in pattern_blocks(size):
+                await response.write(block)
         await response.write_eof()
         return response
 
@@ -404,8 +405,13 @@ class ThreadedUpstream:
         self.upstream = upstream
         self.loop = loop
 
-    def call(self, work: Callable[[], Any]) -> None:
-        self.loop.call_soon_threadsafe(work)
+    def call(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` on the upstream's loop, and return what it returned once it has."""
+
+        async def run() -> Any:
+            return work()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 
 
 @contextlib.contextmanager
