@@ -3,7 +3,7 @@
 # (so nothing installed by hand elsewhere can make a run pass), the project with its `test`
 # extra, then pytest (ruff and mypy run inside it). A second, short step adds the `fast` extra
 # (uvloop, hiredis) to the same environment and proves the package with it: imports, mypy and
-# the state contract tests.
+# the state contract tests, and the edge bounds (raw connections, where uvloop differs most).
 #
 #   sh scripts/test.sh                 everything, as CI runs it
 #   sh scripts/test.sh tests/gateway   arguments go to the main pytest run (the fast step is
@@ -47,4 +47,4 @@ fi
 echo "with the fast extra (uvloop, hiredis):"
 $pip install -e '.[test,fast]'
 SPORK_FAST_EXTRA=1 $py -m pytest -n "${SPORK_TEST_WORKERS:-auto}" -p no:cacheprovider \
-    tests/test_fast_extra.py tests/state tests/test_quality.py::test_mypy_strict
+    tests/test_fast_extra.py tests/state tests/edge/test_bounds.py tests/test_quality.py::test_mypy_strict
