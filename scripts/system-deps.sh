@@ -1,7 +1,7 @@
 #!/bin/sh
 # System packages the test suite needs: a real redis-server (and redis-cli for clusters),
-# Chromium, which the dashboard test drives headless, and promtool (Debian's prometheus), which
-# checks the shipped alert rules.
+# Chromium, which the dashboard test drives headless, promtool (Debian's prometheus), which
+# checks the shipped alert rules, and node with npm, which run the HTTP caching conformance suite.
 set -eu
 
 missing=""
@@ -10,6 +10,8 @@ command -v redis-cli >/dev/null 2>&1 || missing="$missing redis-tools"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" = "0" ]; then

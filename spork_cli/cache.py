@@ -50,8 +50,17 @@ UNSTORED = frozenset(
         "x-cache-key",
     )
 )
-# A 304 does not change these of the stored response (RFC 9111 3.2, 4.3.4).
-NOT_UPDATED = UNSTORED | {"content-encoding", "content-type", "content-range", "etag"}
+# A 304 does not change these of the stored response (RFC 9111 3.2, 4.3.4): they describe
+# the stored content itself (its coding, range, validator and digests), which a 304 does not send.
+NOT_UPDATED = UNSTORED | {
+    "content-encoding",
+    "content-range",
+    "content-md5",
+    "content-digest",
+    "repr-digest",
+    "digest",
+    "etag",
+}
 
 
 # -- reading the fields -----------------------------------------------------------------------
@@ -155,11 +164,11 @@ def http_date(text: str | None, now: float | None = None) -> float | None:
 
 
 def age_value(values: Iterable[str]) -> int | None:
-    """The upstream's Age: one delta-seconds. A list (``7200, 0``, or two fields) is invalid
-    as a whole, and read as its largest valid member, so it never makes a response younger."""
-    members = [m.strip() for value in values for m in value.split(",")]
-    valid = [n for m in members if (n := delta_seconds(m)) is not None]
-    return max(valid) if valid else None
+    """The upstream's Age (RFC 9111 5.1): of a list (``7200, 0``, or two fields) the first
+    member counts and the rest are discarded; a member that is not delta-seconds is ignored."""
+    for value in values:
+        return delta_seconds(value.split(",", 1)[0].strip())
+    return None
 
 
 # -- the route's policy -----------------------------------------------------------------------

@@ -59,6 +59,7 @@ PROCESS_FIXTURES = frozenset(
         "protected_sentinel",  # tests/state/test_sentinel.py: a password-protected topology
         "browser",  # tests/admin/test_dashboard.py: headless Chromium
         "caching",  # tests/cache/test_http_caching.py: a `spork serve` per backend
+        "cache_suite_package",  # tests/cache/test_conformance.py: npm installs the suite
     }
 )
 

@@ -679,10 +679,12 @@ class Cache(Model):
         examples=[["lang"]],
     )
     targeted: list[HeaderName] = Field(
-        default_factory=lambda: ["CDN-Cache-Control"],
+        default_factory=lambda: ["CDN-Cache-Control", "Surrogate-Control"],
         description=(
             "Targeted cache-control fields (RFC 9213), first valid one wins: it replaces "
-            "`Cache-Control` and `Expires` for this cache. Empty: `Cache-Control` alone."
+            "`Cache-Control` and `Expires` for this cache. `Surrogate-Control` is the field "
+            "reverse-proxy caches (surrogates) read; its directives targeted at a named "
+            "surrogate (`max-age=60;edge`) are not the gateway's. Empty: `Cache-Control` alone."
         ),
     )
     request_directives: bool = Field(

@@ -194,7 +194,9 @@ async def test_one_users_cookie_session_page_is_never_served_to_another(
         (("Cache-Control: max-age=0, s-maxage=60",), True),  # s-maxage is a shared cache's
         (("Cache-Control: s-maxage=0, max-age=60",), False),
         (("Cache-Control: public",), False),  # public alone gives no freshness
-        (("Cache-Control: max-age=60", "Age: 7200, 0"), False),  # a list never reads as 0
+        (("Cache-Control: max-age=60", "Age: 7200, 0"), False),  # a list: its first member
+        (("Cache-Control: max-age=60", "Age: 0, 7200"), True),
+        (("Cache-Control: max-age=60", "Age: soon"), True),  # not delta-seconds: ignored
         (("Cache-Control: max-age=60", "Age: 10"), True),
         (("Cache-Control: max-age=60", "Age: 40"), False),  # past the route's ttl (30 s)
         (("Cache-Control: max-age=60", "Age: 90"), False),
@@ -315,6 +317,29 @@ async def test_the_targeted_fields_are_a_setting(
     on_d = [await ask(http, caching, "d", f"/r/{name}") for _ in range(2)]
     assert served(*on_g) == ["MISS", "HIT"]  # Spork-Cache-Control comes first on /g
     assert served(*on_d) == ["MISS", "MISS"]  # CDN-Cache-Control alone on /d
+
+
+@pytest.mark.parametrize(
+    ("headers", "hit"),
+    [
+        (("Cache-Control: max-age=60", "Surrogate-Control: no-store"), False),
+        (("Cache-Control: no-store", "Surrogate-Control: max-age=60"), True),
+        # Targeted at a surrogate named in Surrogate-Capability: not the gateway's.
+        (("Cache-Control: no-store", "Surrogate-Control: max-age=60;edge"), False),
+        # CDN-Cache-Control comes first.
+        (("CDN-Cache-Control: max-age=60", "Surrogate-Control: no-store"), True),
+    ],
+)
+async def test_surrogate_control_is_targeted_after_cdn_cache_control(
+    http: aiohttp.ClientSession,
+    caching: Caching,
+    name: str,
+    headers: tuple[str, ...],
+    hit: bool,
+) -> None:
+    caching.origin.respond(f"/r/{name}", *headers)
+    answers = [await ask(http, caching, "d", f"/r/{name}") for _ in range(2)]
+    assert served(*answers) == ["MISS", "HIT" if hit else "MISS"]
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -538,20 +563,30 @@ async def test_a_stale_entry_is_revalidated_and_a_304_updates_it(
 ) -> None:
     origin = caching.origin
     # No freshness, a validator: stored, and revalidated before each use.
-    origin.respond(f"/r/{name}", 'ETag: "v1"', "X-Version: 1")
+    origin.respond(f"/r/{name}", 'ETag: "v1"', "X-Version: 1", "Content-MD5: old")
     path = f"/r/{name}?validate=1"
     first = await ask(http, caching, "d", path)
     second = await ask(http, caching, "d", path)
     assert served(first, second) == ["MISS", "REVALIDATED"]
     assert second.body == first.body  # the stored body, after the upstream's 304
     assert origin.requests[-1].headers["If-None-Match"] == '"v1"'
-    # The upstream now gives it freshness: its 304 updates the stored headers (RFC 9111 4.3.4).
-    origin.respond(f"/r/{name}", 'ETag: "v1"', "Cache-Control: max-age=60")
+    # The upstream now gives it freshness: its 304 updates the stored headers (RFC 9111 3.2,
+    # 4.3.4), Content-Type among them; a digest of the content it did not send is kept.
+    origin.respond(
+        f"/r/{name}",
+        'ETag: "v1"',
+        "Cache-Control: max-age=60",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-MD5: new",
+    )
     third = await ask(http, caching, "d", path)
     fourth = await ask(http, caching, "d", path)
     assert served(third, fourth) == ["REVALIDATED", "HIT"]
-    assert fourth.headers["Cache-Control"] == "max-age=60"
-    assert fourth.headers["X-Version"] == "1"  # not in the 304: kept
+    for answer in (third, fourth):
+        assert answer.headers["Cache-Control"] == "max-age=60"
+        assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert answer.headers["Content-MD5"] == "old"
+        assert answer.headers["X-Version"] == "1"  # not in the 304: kept
     assert origin.calls(f"/r/{name}") == 3
 
 

@@ -105,16 +105,18 @@ def test_anything_else_is_no_date(text: str) -> None:
     ("values", "expected"),
     [
         (["5"], 5),
-        (["7200, 0"], 7200),  # a list is invalid: never read as its last (younger) member
-        (["0, 7200"], 7200),
-        (["0", "7200"], 7200),
+        (["7200, 0"], 7200),  # a list: its first member counts, never a later (younger) one
+        (["0, 7200"], 0),
+        (["0", "7200"], 0),
+        (["7200", "0"], 7200),
+        (["soon, 5"], None),  # the first member is not delta-seconds: the field is ignored
         (["soon"], None),
         (["-5"], None),
         (["1.5"], None),
         ([], None),
     ],
 )
-def test_age_is_one_delta_seconds_and_a_list_never_makes_it_younger(
+def test_age_is_the_first_member_when_it_is_delta_seconds(
     values: list[str], expected: int | None
 ) -> None:
     assert age_value(values) == expected
@@ -414,25 +416,34 @@ def test_entry_of_drops_hop_by_hop_per_request_and_skipped_headers() -> None:
     assert (entry.status, entry.reason, entry.body, entry.fresh) == (200, "OK", b"hello", FRESH)
 
 
-def test_a_304_updates_the_stored_headers_but_not_the_body_or_its_type() -> None:
+def test_a_304_updates_the_stored_headers_but_not_what_describes_the_stored_content() -> None:
     stored = Entry(
         200,
         "OK",
-        (("Content-Type", "text/plain"), ("ETag", '"v1"'), ("X-A", "old"), ("X-B", "kept")),
+        (
+            ("Content-Type", "text/plain"),
+            ("ETag", '"v1"'),
+            ("Content-MD5", "old"),
+            ("X-A", "old"),
+            ("X-B", "kept"),
+        ),
         b"body",
         FRESH,
     )
     new = Freshness(60.0, 0.0, False, 0.0, 0.0, True)
     update = CIMultiDict([("X-A", "new"), ("X-A", "newer"), ("Content-Type", "text/html")])
     update.add("Content-Length", "0")
+    update.add("Content-MD5", "new")
+    update.add("Content-Encoding", "gzip")
     updated = stored.updated(update, new)
     assert updated.body == b"body" and updated.fresh == new
     assert updated.headers == (
-        ("Content-Type", "text/plain"),
         ("ETag", '"v1"'),
+        ("Content-MD5", "old"),
         ("X-B", "kept"),
         ("X-A", "new"),
         ("X-A", "newer"),
+        ("Content-Type", "text/html"),
     )
 
 

@@ -221,7 +221,10 @@ class Upstream:
             name, _, value = spec.partition(":")
             response.headers.add(name, value.strip())
         for name, value in self._headers.get(request.path, ()):
-            response.headers.add(name, value)
+            if name.lower() == "content-type":
+                response.headers[name] = value  # replaces the echo's own
+            else:
+                response.headers.add(name, value)
         response.headers["X-Upstream"] = self.name
 
     def _echo_payload(self, request: web.Request) -> dict[str, Any]:
@@ -337,6 +340,8 @@ NOT_MODIFIED_KEEPS = (
     "Cache-Control",
     "CDN-Cache-Control",
     "Content-Location",
+    "Content-MD5",
+    "Content-Type",
     "Date",
     "ETag",
     "Expires",
