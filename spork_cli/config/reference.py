@@ -47,17 +47,17 @@ upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come wit
 | --- | --- |
 | `s-maxage`, else `max-age`, else `Expires` minus `Date` | freshness, capped by `ttl`; malformed, conflicting or past: stale at once |
 | none of those | `default_ttl` if set, else the `heuristic` (10% of the age of `Last-Modified`) if on, else stale at once |
-| `CDN-Cache-Control` (or `targeted`) | replaces `Cache-Control` and `Expires` for this cache when valid; passed on unchanged |
+| `CDN-Cache-Control`, else `Surrogate-Control` (or `targeted`) | replaces `Cache-Control` and `Expires` for this cache when valid (a directive targeted at a named surrogate, `max-age=60;edge`, is not); passed on unchanged |
 | `no-store`, `private`, `Set-Cookie` | never stored |
 | `no-cache` | stored, revalidated before every reuse |
 | `must-revalidate`, `proxy-revalidate`, `s-maxage` | never served stale, not even for `stale-if-error` or `max-stale` |
 | `stale-while-revalidate=N` (else the route's) | up to N s stale: served at once while one background request refreshes it (at most 32 refreshes run at once per process; past that, a later request refreshes) |
 | `stale-if-error=N` (else the route's) | up to N s stale: served instead of a 500, 502, 503, 504, an unreachable upstream or an open breaker |
-| `ETag`, `Last-Modified` | a stale entry is kept `keep` long and revalidated with `If-None-Match` / `If-Modified-Since`; a 304 updates its headers |
+| `ETag`, `Last-Modified` | a stale entry is kept `keep` long and revalidated with `If-None-Match` / `If-Modified-Since`; a 304 updates its headers, `Content-Type` included, but not `ETag`, `Content-Length`, `Content-Encoding`, `Content-Range` or a digest of the content (`Content-MD5`, `Content-Digest`, `Repr-Digest`, `Digest`) |
 | `Vary` | stored only when every header named is in `vary` (never for `*`) |
 | stale windows | an entry is kept past its freshness at most the larger of `keep`, `stale_while_revalidate` and `stale_if_error` (so that an invalidation always outlives what it invalidates) |
-| `Age` | counted in the entry's age; a list (`7200, 0`) reads as its largest member |
-| status | 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501; others only with explicit freshness; `statuses` filters |
+| `Age` | counted in the entry's age; of a list (`7200, 0`) the first member counts; a value that is not delta-seconds is ignored |
+| status | 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501 (the default `statuses`); another status listed in `statuses` only with explicit freshness or `public` |
 | a HEAD's 200 for a stored GET | the same `ETag`, `Last-Modified` and length: the entry's headers are updated as by a 304; different ones: the entry is dropped |
 
 | request | what the gateway does |
