@@ -57,6 +57,9 @@ def use_this_checkout() -> None:
     """Every Python process started from here (spork, the proxies) imports this tree's
     spork_cli, whatever an installed copy points at."""
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    # Measured as installed: with bytecode caches (some containers turn their writing off,
+    # which makes every command compile all of spork again).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

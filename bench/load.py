@@ -73,11 +73,14 @@ def measure(
     targets: list[Target], duration: float, rounds: int, connections: int, headers: list[str]
 ) -> None:
     """A 1 s warm-up each, then ``rounds`` rounds, each visiting every target in turn, so
-    background load falls on all of them alike."""
+    background load falls on all of them alike; each round starts one target further on, so
+    no target always follows the same one. Round r's figures are at index r for every
+    target: ratios can be taken round by round (`report.paired`)."""
     for target in targets:  # warm up pools and caches
         wrk(target.port, 1, connections, _headers(target, headers))
-    for _ in range(rounds):
-        for target in targets:
+    for r in range(rounds):
+        start = r % len(targets)
+        for target in targets[start:] + targets[:start]:
             rps, p50, p99 = wrk(target.port, duration, connections, _headers(target, headers))
             target.rps.append(rps)
             target.p50.append(p50)
