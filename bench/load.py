@@ -7,7 +7,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from harness import HOST, rss_mb
+from harness import HOST, cpu_seconds, rss_mb
 
 PATH = "/api/users/1"
 
@@ -28,12 +28,14 @@ class Target:
     p99: list[float] = field(default_factory=list)
     p50_single: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # CPU time per request, microseconds
 
 
 def wrk(
     port: int, duration: float, connections: int, headers: list[str]
-) -> tuple[float, float, float]:
-    """Requests/s, p50 ms and p99 ms of one wrk run; any failed response stops the benchmark."""
+) -> tuple[float, float, float, int]:
+    """Requests/s, p50 ms, p99 ms and requests of one wrk run; any failed response stops the
+    benchmark."""
     out = subprocess.run(
         [
             "wrk",
@@ -58,7 +60,8 @@ def wrk(
         assert m, out
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
-    return rps, pct("50"), pct("99")
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, pct("50"), pct("99"), done
 
 
 def _headers(target: Target, common: list[str]) -> list[str]:
@@ -81,7 +84,10 @@ def measure(
     for r in range(rounds):
         start = r % len(targets)
         for target in targets[start:] + targets[:start]:
-            rps, p50, p99 = wrk(target.port, duration, connections, _headers(target, headers))
+            before = cpu_seconds(target.process.pid)
+            rps, p50, p99, done = wrk(target.port, duration, connections, _headers(target, headers))
+            spent = cpu_seconds(target.process.pid) - before
+            target.cpu_us.append(spent / max(done, 1) * 1e6)
             target.rps.append(rps)
             target.p50.append(p50)
             target.p99.append(p99)

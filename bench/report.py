@@ -30,11 +30,12 @@ def proxy_table(
     lines = [
         f"wrk -t1 -c{connections} -d{duration:g}s, {rounds} interleaved rounds; "
         f"single-connection p50 from -c1 -d{single:g}s runs; every target gets the same "
-        "Authorization header.",
+        "Authorization header. CPU us/req: the CPU time (user and system, children included) "
+        "the target spent per request under those connections, the median of the rounds.",
         "",
         f"| target | req/s median (min-max) | x floor |{x_fastapi} p50 ms | p99 ms "
-        "| p50 at 1 conn ms | added over direct ms | RSS MB |",
-        "| --- " * (8 + bool(fastapi)) + "|",
+        "| p50 at 1 conn ms | added over direct ms | RSS MB | CPU us/req |",
+        "| --- " * (9 + bool(fastapi)) + "|",
     ]
     for t in targets:
         rps = median(t.rps)
@@ -43,7 +44,7 @@ def proxy_table(
         lines.append(
             f"| {t.name} | {rps:,.0f} ({min(t.rps):,.0f}-{max(t.rps):,.0f}) "
             f"| {rps / floor:.2f} |{ratio} {median(t.p50):.2f} | {median(t.p99):.2f} "
-            f"| {one:.3f} | {one - direct:+.3f} | {max(t.rss):.0f} |"
+            f"| {one:.3f} | {one - direct:+.3f} | {max(t.rss):.0f} | {median(t.cpu_us):.0f} |"
         )
     return "\n".join(lines) + "\n"
 
