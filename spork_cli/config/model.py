@@ -1,7 +1,7 @@
 """The gateway.toml model: frozen pydantic models, unknown keys rejected.
 
-Static settings (``server`` listener, ``admin`` listener, ``state`` backend) need a restart
-to change; everything else is dynamic and hot-reloads.
+Fields marked ``json_schema_extra=RESTART`` (the listeners, the state store, metrics, logging)
+need a restart to change (spork_cli/config/restart.py); everything else hot-reloads.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from spork_cli.config.restart import RESTART
 from spork_cli.config.units import Duration, Size
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -79,13 +80,15 @@ def _numeric(annotation: Any) -> bool:
     return any(_numeric(arg) for arg in getattr(annotation, "__args__", ()))
 
 
-# -- static sections -------------------------------------------------------------------------
+# -- the listener and the state store (mostly read once, at start) -------------------------
 
 
 class ServerTimeouts(Model):
     """Timeouts of the client-facing listener."""
 
-    keepalive: Duration = Field(75.0, description="Idle keep-alive connections close after this.")
+    keepalive: Duration = Field(
+        75.0, description="Idle keep-alive connections close after this.", json_schema_extra=RESTART
+    )
     request: Duration = Field(
         60.0,
         description=(
@@ -93,7 +96,9 @@ class ServerTimeouts(Model):
         ),
     )
     shutdown: Duration = Field(
-        30.0, description="On SIGTERM, how long in-flight requests may drain before exit."
+        30.0,
+        description="On SIGTERM, how long in-flight requests may drain before exit.",
+        json_schema_extra=RESTART,
     )
     header: Duration = Field(
         10.0,
@@ -102,6 +107,7 @@ class ServerTimeouts(Model):
             "start or the head's first byte (slowloris); then a 408 problem, or for a "
             "connection that sent nothing just the close."
         ),
+        json_schema_extra=RESTART,
     )
     body_idle: Duration = Field(
         30.0,
@@ -110,6 +116,7 @@ class ServerTimeouts(Model):
             "and the connection closes. Time the gateway itself is not reading (an upstream "
             "taking the body slowly) does not count."
         ),
+        json_schema_extra=RESTART,
     )
     body: Duration = Field(
         60.0,
@@ -119,16 +126,29 @@ class ServerTimeouts(Model):
             "problem and the connection closes. Time the gateway itself is not reading does "
             "not count."
         ),
+        json_schema_extra=RESTART,
     )
 
 
 class Server(Model):
-    """The client-facing listener (static: a change needs a restart)."""
+    """The client-facing listener: its address, workers and connection bounds need a restart;
+    what it does with requests reloads."""
 
-    host: str = Field("127.0.0.1", description="Address to listen on.", examples=["0.0.0.0"])
-    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on.",
+        examples=["0.0.0.0"],
+        json_schema_extra=RESTART,
+    )
+    port: int = Field(
+        8080, ge=1, le=65535, description="TCP port to listen on.", json_schema_extra=RESTART
+    )
     workers: int = Field(
-        1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT)."
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the port (SO_REUSEPORT).",
+        json_schema_extra=RESTART,
     )
     max_body: Size = Field(
         8 * 1024 * 1024,
@@ -195,6 +215,7 @@ class Server(Model):
             "most 16 KiB and the request line 8 KiB (a 414)."
         ),
         examples=["64KiB"],
+        json_schema_extra=RESTART,
     )
     max_connections: int = Field(
         1024,
@@ -203,6 +224,7 @@ class Server(Model):
             "Most client connections open at once, per worker process. One more is answered "
             "503 problem (`Retry-After: 1`) and closed, while the open ones go on."
         ),
+        json_schema_extra=RESTART,
     )
     timeouts: ServerTimeouts = Field(default_factory=ServerTimeouts)
 
@@ -252,10 +274,13 @@ class Admin(Model):
 
 
 class State(Model):
-    """Where limiter, breaker, cache and revocation state lives (backend and url are static)."""
+    """Where limiter, breaker, cache and revocation state lives (all but `on_error` need a
+    restart)."""
 
     backend: Literal["memory", "redis"] = Field(
-        "memory", description="`memory`: this process only. `redis`: shared by every instance."
+        "memory",
+        description="`memory`: this process only. `redis`: shared by every instance.",
+        json_schema_extra=RESTART,
     )
     url: str | None = Field(
         None,
@@ -263,9 +288,14 @@ class State(Model):
             "Redis URL: redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://."
         ),
         examples=["redis://127.0.0.1:6379/0"],
+        json_schema_extra=RESTART,
     )
-    prefix: str = Field("spork", pattern=NAME_PATTERN, description="Prefix of every key.")
-    timeout: Duration = Field(0.05, description="Longest a request waits on the state store.")
+    prefix: str = Field(
+        "spork", pattern=NAME_PATTERN, description="Prefix of every key.", json_schema_extra=RESTART
+    )
+    timeout: Duration = Field(
+        0.05, description="Longest a request waits on the state store.", json_schema_extra=RESTART
+    )
     on_error: OnError = Field(
         "open",
         description=(
@@ -279,6 +309,7 @@ class State(Model):
         ge=1,
         le=1024,
         description="Connections to each Redis node; requests are pipelined over them.",
+        json_schema_extra=RESTART,
     )
     max_keys: int = Field(
         100_000,
@@ -295,15 +326,17 @@ class State(Model):
             "such a client is admitted uncounted. Cached responses past it go least recently "
             "used first. Breakers and revocations are never evicted."
         ),
+        json_schema_extra=RESTART,
     )
     max_bytes: Size = Field(
         64 * 1024 * 1024,
         description="Bytes the memory backend keeps (cached responses, mostly) before evicting.",
         examples=["256MiB"],
+        json_schema_extra=RESTART,
     )
 
 
-# -- dynamic sections ------------------------------------------------------------------------
+# -- the rest (applied by every reload, but for logging and metrics) -----------------------
 
 
 class Auth(Model):
@@ -427,10 +460,12 @@ class Logging(Model):
     """Structured logs: JSON when stdout is not a terminal, readable when it is."""
 
     level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", description="Least severe level written."
+        "info", description="Least severe level written.", json_schema_extra=RESTART
     )
     format: Literal["auto", "json", "console"] = Field(
-        "auto", description="`auto`: console on a terminal, JSON otherwise."
+        "auto",
+        description="`auto`: console on a terminal, JSON otherwise.",
+        json_schema_extra=RESTART,
     )
     access_log: bool = Field(True, description="One line per request.")
 
@@ -444,12 +479,18 @@ DEFAULT_BUCKETS = (
 class Metrics(Model):
     """Prometheus metrics on the admin listener."""
 
-    enabled: bool = Field(True, description="Serve Prometheus metrics.")
-    path: str = Field("/metrics", pattern=r"^/", description="Path on the admin listener.")
+    enabled: bool = Field(True, description="Serve Prometheus metrics.", json_schema_extra=RESTART)
+    path: str = Field(
+        "/metrics",
+        pattern=r"^/",
+        description="Path on the admin listener.",
+        json_schema_extra=RESTART,
+    )
     buckets: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
         min_length=1,
         description="Latency histogram buckets in seconds.",
+        json_schema_extra=RESTART,
     )
 
 
@@ -830,7 +871,7 @@ class GatewayConfig(Model):
     """The whole gateway.toml."""
 
     server: Server = Field(default_factory=Server)
-    admin: Admin = Field(default_factory=Admin)
+    admin: Admin = Field(default_factory=Admin, json_schema_extra=RESTART)
     state: State = Field(default_factory=State)
     auth: Auth | None = Field(None, description="JWT verification; routes need it for auth.")
     cors: Cors | None = Field(None, description="Global CORS; off when absent.")
@@ -838,7 +879,7 @@ class GatewayConfig(Model):
     logging: Logging = Field(default_factory=Logging)
     metrics: Metrics = Field(default_factory=Metrics)
     deny: list[DenyRule] = Field(default_factory=list, description="Requests refused with 403.")
-    demo: Demo = Field(default_factory=Demo)
+    demo: Demo = Field(default_factory=Demo, json_schema_extra=RESTART)
     services: list[Service] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from spork_cli.config.model import Cache, GatewayConfig
+from spork_cli.config.restart import needs_restart, restart_fields
 from spork_cli.config.units import format_duration, format_size, parse_duration, parse_size
 
 INTRO = """\
@@ -32,8 +33,10 @@ against exactly these rules; `spork schema` exports them as JSON Schema for edit
   uses `default` when `VAR` is unset; `$${` writes a literal `${`. A missing variable without
   a default is an error that names it.
 - **Unknown keys are errors**, reported with their line and column and the closest known key.
-- **Static settings** (`[server]` and `[admin]` listeners, `state.backend` and `state.url`)
-  need a restart; everything else is applied by hot reload.
+- **Settings that need a restart** are marked *Needs a restart.* below: the listeners, the
+  state store, metrics and logging ({restart}). A reload reports a change to one (log line,
+  `/api/reloads`, the dashboard, `spork_config_restart_pending`) and keeps the running value;
+  everything else is applied by hot reload.
 """
 
 
@@ -93,7 +96,8 @@ NOTES: dict[type[BaseModel], str] = {Cache: CACHE_RULES}
 
 
 def render() -> str:
-    sections: list[str] = [INTRO]
+    restart = ", ".join(f"`{name}`" for name in restart_fields(GatewayConfig))
+    sections: list[str] = [INTRO.replace("{restart}", restart)]
     seen: dict[type[BaseModel], str] = {}
     for name, field in GatewayConfig.model_fields.items():
         model = _model_in(field.annotation)
@@ -169,6 +173,8 @@ def _example(header: str, model: type[BaseModel]) -> str:
 
 def _describe(field: FieldInfo) -> str:
     text = (field.description or "").replace("|", "\\|")
+    if needs_restart(field):
+        text = f"{text} *Needs a restart.*".strip()
     if field.examples:
         example = " ".join(f"`{_toml(e)}`" for e in field.examples)
         text = f"{text} Example: {example}".strip().replace("|", "\\|")

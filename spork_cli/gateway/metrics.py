@@ -75,6 +75,7 @@ class GatewayMetrics:
         self.in_flight = 0
         self.breaker_state: dict[str, int] = {}
         self.last_reload_success = 1
+        self.restart_pending = 0  # settings changed in the file that need a restart
 
     def count(self, name: str, *labels: str) -> None:
         series = self.counters[name]
@@ -101,10 +102,14 @@ class GatewayMetrics:
         if changed:
             self.count("breaker_transitions", service, state)
 
-    def reload(self, result: str) -> None:
+    def reload(self, result: str, pending: int | None = None) -> None:
+        """A reload's result; ``pending``: how many changed settings it left for a restart
+        (None when the file could not be read, which leaves the count as it was)."""
         self.count("config_reloads", result)
         if result != "unchanged":
             self.last_reload_success = 1 if result == "success" else 0
+        if pending is not None:
+            self.restart_pending = pending
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as plain JSON-able data (what a worker writes for the supervisor)."""
@@ -115,6 +120,7 @@ class GatewayMetrics:
             "in_flight": self.in_flight,
             "breaker_state": dict(self.breaker_state),
             "last_reload_success": self.last_reload_success,
+            "restart_pending": self.restart_pending,
         }
 
 
@@ -127,6 +133,7 @@ def merge(snapshots: Sequence[dict[str, Any]], live: Sequence[bool]) -> dict[str
         "in_flight": 0,
         "breaker_state": {},
         "last_reload_success": None,
+        "restart_pending": 0,
     }
     for snap, alive in zip(snapshots, live, strict=True):
         for name, rows in snap["counters"].items():
@@ -147,6 +154,7 @@ def merge(snapshots: Sequence[dict[str, Any]], live: Sequence[bool]) -> dict[str
             last = total["last_reload_success"]
             ok = snap["last_reload_success"]
             total["last_reload_success"] = ok if last is None else min(last, ok)
+            total["restart_pending"] = max(total["restart_pending"], snap.get("restart_pending", 0))
     if total["last_reload_success"] is None:
         total["last_reload_success"] = 1
     return total
@@ -193,6 +201,12 @@ def families(data: dict[str, Any], table: RouteTable | None) -> Iterator[Metric]
         "spork_config_last_reload_success",
         "Whether the last reload attempt succeeded (1) or failed (0).",
         value=data["last_reload_success"],
+    )
+    yield GaugeMetricFamily(
+        "spork_config_restart_pending",
+        "Settings changed in the config file that take effect only after a restart "
+        "(0: the gateway runs the file's settings).",
+        value=data["restart_pending"],
     )
     healthy = GaugeMetricFamily(
         "spork_upstream_healthy",

@@ -1,9 +1,10 @@
 """Hot reload: watch -> load -> compile -> swap one reference; keep the old table on error.
 
 The config's directory is watched (editors save by rename), filtered to the config file and
-the files it references. SIGHUP reloads too. Equal configs are skipped; static settings
-(listeners, state backend) are never half-applied: a change to them is reported as needing a
-restart and the rest of the new config is applied.
+the files it references. SIGHUP reloads too. Equal configs are skipped; settings the model
+marks as needing a restart (spork_cli/config/restart.py: listeners, the state store, metrics,
+logging) are never half-applied: a change to them is reported as needing a restart and keeps
+the running value, and the rest of the new config is applied.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from spork_cli.config.mask import masker_for_file
 from spork_cli.config.model import GatewayConfig
+from spork_cli.config.restart import keep_static, plain, static_changes
 from spork_cli.errors import ConfigError, SporkError
 from spork_cli.gateway.app import TABLE, TableHolder
 from spork_cli.gateway.compile import compile_table, retire
@@ -39,42 +41,14 @@ def referenced_files(config: GatewayConfig, base: Path) -> list[Path]:
 
 
 def fingerprint(config: GatewayConfig, base: Path) -> str:
-    """Changes when the config or any file it references changes."""
-    digest = hashlib.sha256(repr(config).encode())
+    """Changes when any setting (secrets by value) or any file the config references does."""
+    digest = hashlib.sha256(repr(plain(config.model_dump())).encode())
     for path in referenced_files(config, base):
         try:
             digest.update(path.read_bytes())
         except OSError:
             digest.update(b"\0missing")
     return digest.hexdigest()
-
-
-def static_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
-    changed = [
-        f"server.{key}"
-        for key in ("host", "port", "workers")
-        if getattr(old.server, key) != getattr(new.server, key)
-    ]
-    if old.admin != new.admin:
-        changed.append("admin")
-    for key in ("backend", "url", "prefix"):
-        if getattr(old.state, key) != getattr(new.state, key):
-            changed.append(f"state.{key}")
-    if old.demo != new.demo:
-        changed.append("demo")
-    return changed
-
-
-def keep_static(old: GatewayConfig, new: GatewayConfig) -> GatewayConfig:
-    server = new.server.model_copy(
-        update={"host": old.server.host, "port": old.server.port, "workers": old.server.workers}
-    )
-    state = new.state.model_copy(
-        update={"backend": old.state.backend, "url": old.state.url, "prefix": old.state.prefix}
-    )
-    return new.model_copy(
-        update={"server": server, "admin": old.admin, "state": state, "demo": old.demo}
-    )
 
 
 class Reloader:
@@ -109,7 +83,11 @@ class Reloader:
         metrics = self.app.get(METRICS)
         if metrics is not None:
             outcome = str(result.get("result"))
-            metrics.reload({"applied": "success", "unchanged": "unchanged"}.get(outcome, "failure"))
+            pending = result.get("needs_restart")
+            metrics.reload(
+                {"applied": "success", "unchanged": "unchanged"}.get(outcome, "failure"),
+                len(pending) if isinstance(pending, list) else None,
+            )
         return result
 
     async def _reload(self, trigger: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import orjson
 import pytest
 
@@ -212,6 +213,80 @@ async def test_static_change_needs_a_restart_and_is_not_applied(
     assert result["result"] == "unchanged"
     assert result["needs_restart"] == ["state.prefix"]
     assert await served_by(http, f"{server.url}/api/x") == "b"
+
+
+async def test_restart_only_settings_are_reported_and_keep_their_running_value(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(pair.toml({"/api": "a"}))
+    server = await start(spork_server, pair, config)
+    await served_by(http, f"{server.url}/api/x")  # a request, so latency buckets are shown
+
+    restart_only = (
+        '[state]\ntimeout = "200ms"\n[logging]\nlevel = "debug"\n'
+        '[metrics]\npath = "/m2"\nbuckets = [0.75, 1.5]\n[server.timeouts]\nkeepalive = "5s"\n'
+    )
+    changed = pair.toml({"/api": "b"}, extra=restart_only)
+    await changes_within(http, f"{server.url}/api/x", "b", config, changed)
+    result = await last_reload(http, server)
+    assert result is not None and result["result"] == "applied"
+    assert sorted(result["needs_restart"]) == [
+        "logging.level",
+        "metrics.buckets",
+        "metrics.path",
+        "server.timeouts.keepalive",
+        "state.timeout",
+    ]
+    # The running values stay: metrics where they were, with the buckets they had.
+    async with http.get(f"{server.admin_url}/m2") as moved:
+        assert moved.status == 404
+    async with http.get(f"{server.admin_url}/metrics") as scraped:
+        assert scraped.status == 200
+        text = await scraped.text()
+    assert 'le="0.005"' in text and 'le="0.75"' not in text
+    assert "spork_config_restart_pending 5.0" in text
+    async with http.get(f"{server.admin_url}/api/reloads") as reloads:
+        assert (await reloads.json())["reloads"][0]["needs_restart"] == result["needs_restart"]
+
+    # Back to the file the gateway runs: nothing pending any more.
+    since = time.time()
+    replace_file(config, pair.toml({"/api": "b"}))
+    result = await reload_after(http, server, since)
+    assert result["result"] == "unchanged" and result["needs_restart"] == []
+    async with http.get(f"{server.admin_url}/metrics") as scraped:
+        assert "spork_config_restart_pending 0.0" in await scraped.text()
+
+
+async def test_a_secret_changed_in_the_file_is_applied_by_a_reload(
+    tmp_path: Path, pair: Pair, spork_server: StartSpork, http: aiohttp.ClientSession
+) -> None:
+    old, new = "old-secret-" + "o" * 32, "new-secret-" + "n" * 32
+
+    def text(secret: str) -> str:
+        auth = f'[auth]\nalgorithms = ["HS256"]\nsecret = "{secret}"\n'
+        return pair.toml({"/api": "a"}, route_extra='auth = "required"', extra=auth)
+
+    def token(secret: str) -> dict[str, str]:
+        claims = {"sub": "dev", "exp": int(time.time()) + 600}
+        return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(text(old))
+    server = await start(spork_server, pair, config)
+    url = f"{server.url}/api/x"
+
+    async def status(secret: str) -> int:
+        async with http.get(url, headers=token(secret)) as response:
+            await response.read()
+            return response.status
+
+    assert (await status(old), await status(new)) == (200, 401)
+    since = time.time()
+    replace_file(config, text(new))
+    result = await reload_after(http, server, since)
+    assert result["result"] == "applied", result
+    assert (await status(old), await status(new)) == (401, 200)
 
 
 async def test_command_line_port_overrides_are_not_reported_as_static_changes(

@@ -95,6 +95,7 @@ def test_every_design_series_is_exposed() -> None:
         "spork_upstream_healthy",
         "spork_config_reloads",
         "spork_config_last_reload_success",
+        "spork_config_restart_pending",
         "spork_state_errors",
     }
     assert expected <= names, expected - names
