@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from spork_cli.config.lint import check_file
+from spork_cli.config.model import Server
+from spork_cli.gateway.bounds import Bounds
 
 BASE = """\
 [[services]]
@@ -65,3 +67,15 @@ def test_the_default_bounds_and_sensible_ones_pass(tmp_path: Path) -> None:
 def test_max_connections_below_one_is_a_schema_error(tmp_path: Path) -> None:
     [(_, severity, path, line)] = findings(tmp_path, "[server]\nmax_connections = 0\n")
     assert (severity, path, line) == ("error", "server.max_connections", 2)
+
+
+def test_the_listener_is_bounded_by_default() -> None:
+    # What a gateway.toml without [server] bounds gets: a slow or oversized client is cut off.
+    assert Bounds.of(Server()) == Bounds(
+        header_timeout=10.0,
+        body_idle=30.0,
+        body_total=60.0,
+        max_header_size=32 * 1024,
+        max_connections=1024,
+    )
+    assert Server().timeouts.keepalive == 75.0

@@ -421,14 +421,28 @@ async def test_a_client_leaving_mid_body_is_logged_as_499_without_a_traceback(
     assert await ping(server) == 200
 
 
-@pytest.mark.parametrize(("path", "status"), [("/nowhere", 404), ("/private/x", 401)])
+@pytest.mark.parametrize(
+    ("path", "fields", "status"),
+    [
+        ("/nowhere", (), 404),
+        ("/private/x", (), 401),
+        ("/checked/x", ("Content-Type: application/json",), 413),  # past max_body
+        ("/checked/x", ("Content-Type: application/json", "Content-Encoding: br"), 415),
+    ],
+)
 async def test_an_answer_before_the_body_closes_the_connection_without_reading_it(
-    bounded: Start, raw_upstream: RawUpstream, path: str, status: int, connect: Connect
+    bounded: Start,
+    raw_upstream: RawUpstream,
+    path: str,
+    fields: tuple[str, ...],
+    status: int,
+    connect: Connect,
 ) -> None:
     server = await bounded(body_idle="30s")
     connection = await connect(server)
     gib = 1024 * MIB
-    await connection.send(head("POST", path, f"Content-Length: {gib}") + bytes(64 * 1024))
+    request = head("POST", path, f"Content-Length: {gib}", *fields)
+    await connection.send(request + bytes(64 * 1024))
     async with asyncio.timeout(10):
         got, headers, _ = await connection.response()
         assert got == status

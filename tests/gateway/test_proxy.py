@@ -566,6 +566,39 @@ async def test_no_target_form_reaches_a_guarded_route_through_an_open_one(
     assert upstream.requests == []
 
 
+async def test_a_limit_on_a_sub_prefix_counts_every_spelling_of_it(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    data = {
+        "services": [{"name": "svc", "endpoints": [upstream.url]}],
+        "routes": [
+            {"path": "/svc", "service": "svc"},
+            {"path": "/svc/limited", "service": "svc", "rate_limit": {"requests": 1, "per": "1m"}},
+        ],
+    }
+    client = await gateway(data)
+    spellings = (
+        "/svc/limited/x",
+        "/svc/%6Cimited/x",
+        "/svc/%6cimited/x",
+        "/svc/./limited/x",
+        "/svc//limited/x",
+        "/svc/open/../limited/x",
+        "/svc/open/%2E%2E/limited/x",
+        "http://upstream.test/svc/limited/x",
+    )
+    statuses = []
+    for spelling in spellings:
+        answer = await raw_request(
+            client.port,
+            f"GET {spelling} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode(),
+        )
+        statuses.append(answer.split(b" ", 2)[1])
+    expected = [b"200"] + [b"429"] * (len(spellings) - 1)
+    assert statuses == expected, list(zip(spellings, statuses, strict=True))
+    assert [r.raw_path for r in upstream.requests] == ["/svc/limited/x"]
+
+
 # --- upstream answers and gateway errors -------------------------------------------------------
 
 
