@@ -89,7 +89,9 @@ service = "origin"
 {cache}
 """
     if redis is not None:
-        text += f'[state]\nbackend = "redis"\nurl = "{redis}"\n'
+        # A generous store timeout: under a loaded machine a 50 ms one would turn lookups
+        # into misses (on_error "open"), and the suite would read them as its failures.
+        text += f'[state]\nbackend = "redis"\nurl = "{redis}"\ntimeout = "2s"\n'
     return text
 
 
