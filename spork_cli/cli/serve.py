@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from spork_cli.cli.params import Command, ConfigOption, JsonOption, config_file, load_to_run
+from spork_cli.config.shared import per_worker_problem
+from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig
@@ -81,6 +83,9 @@ def register(app: typer.Typer) -> None:
         prepare = partial(
             apply_overrides, host=host, port=port, admin_port=admin_port, workers=workers
         )
+        problem = per_worker_problem(cfg)
+        if problem is not None:
+            raise UsageError(problem)
         logs.configure(cfg.logging.level, cfg.logging.format)
         install_loop()
         if cfg.server.workers > 1 and not worker:

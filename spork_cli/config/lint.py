@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from spork_cli.config.diagnostics import Diagnostic
 from spork_cli.config.load import Loaded, _did_you_mean
 from spork_cli.config.model import GatewayConfig
+from spork_cli.config.shared import per_worker_problem
 from spork_cli.headers import (
     DEFAULT_IDENTITY_HEADERS,
     FRAMING,
@@ -379,15 +380,9 @@ def _state(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
             'state.url is ignored while backend = "memory"',
             severity="warning",
         )
-    if state.backend == "memory" and config.server.workers > 1:
-        yield loaded.diag(
-            ("server", "workers"),
-            "per-worker-state",
-            f"{config.server.workers} workers with memory state: limits, breakers and caches "
-            "become per worker",
-            severity="warning",
-            hint='use [state] backend = "redis" to share them',
-        )
+    problem = per_worker_problem(config)
+    if problem is not None:
+        yield loaded.diag(("server", "workers"), "per-worker-state", problem)
 
 
 def redis_url_problem(url: str) -> str | None:

@@ -28,8 +28,13 @@ START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
 START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
 
 
-def worker_command(config_file: Path, host: str | None, port: int | None, watch: bool) -> list[str]:
+def worker_command(
+    config_file: Path, host: str | None, port: int | None, watch: bool, workers: int
+) -> list[str]:
+    # --workers too: a worker knows it has siblings (a reload that would give it state of its
+    # own is refused in every worker, as in the supervisor).
     command = [sys.executable, "-m", "spork_cli", "serve", "-c", str(config_file), "--worker"]
+    command += ["--workers", str(workers)]
     if host is not None:
         command += ["--host", host]
     if port is not None:
@@ -95,7 +100,7 @@ async def _supervise(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    command = worker_command(config_file, host, port, watch)
+    command = worker_command(config_file, host, port, watch, config.server.workers)
     children: list[asyncio.subprocess.Process] = []
     started: dict[int, float] = {}
     runners: list[web.AppRunner] = []

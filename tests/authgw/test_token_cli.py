@@ -424,25 +424,3 @@ async def test_verify_sees_the_revocation_of_a_jti_with_reserved_characters(
     assert checks_of(control.stdout)["revoked"][0] == "FAIL"
     assert result.returncode == 1, result.stdout
     assert checks_of(result.stdout)["revoked"][0] == "FAIL"
-
-
-async def test_revoke_never_reports_success_while_workers_accept_the_token(
-    repo_config: RepoConfig, spork_server: StartSpork
-) -> None:
-    token = repo_token()
-    server = await spork_server(
-        repo_config.path, repo_config.port, repo_config.admin_port, "--workers", "2", serving=2
-    )
-    result = await asyncio.to_thread(repo_config.spork, "token", "revoke", token)
-    if result.returncode != 0:
-        # Refusing is an honest answer too, as long as it says why.
-        assert "worker" in one_line_error(result)
-        return
-    statuses = []
-    for _ in range(8):  # new connections, so SO_REUSEPORT spreads them over the workers
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"{server.url}/api/me", headers=bearer(token)) as response,
-        ):
-            statuses.append(response.status)
-    assert statuses == [401] * 8, statuses

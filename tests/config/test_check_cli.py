@@ -39,7 +39,7 @@ strip_prefx = true
 timeout = 30
 """
 
-WARNING_ONLY = VALID + "\n[server]\nworkers = 4\n"
+WARNING_ONLY = VALID + '\n[state]\nurl = "redis://127.0.0.1:6379/0"\n'
 
 KEYS = ["file", "line", "column", "path", "severity", "code", "message", "hint"]
 
@@ -249,10 +249,10 @@ def test_json_output_is_stable_between_runs(tmp_path: Path) -> None:
 
 
 def test_json_keeps_warnings_and_errors_apart(tmp_path: Path) -> None:
-    text = WARNING_ONLY + 'host = "0.0.0.0"\nport = 9901\n[admin]\nhost = "0.0.0.0"\n'
+    text = WARNING_ONLY + '[server]\nhost = "0.0.0.0"\nport = 9901\n[admin]\nhost = "0.0.0.0"\n'
     found = json.loads(invoke("check", "--format", "json", str(write(tmp_path, text))).stdout)
     assert {(d["code"], d["severity"]) for d in found} == {
-        ("per-worker-state", "warning"),
+        ("url-ignored", "warning"),
         ("port-clash", "error"),
         ("admin-exposed", "error"),
     }
@@ -285,7 +285,7 @@ def test_github_warning_annotation(tmp_path: Path) -> None:
     match = GITHUB_LINE.match(line)
     assert match is not None
     assert match.group(1) == "warning"
-    assert (match.group(3), match.group(4)) == ("10", "11")
+    assert (match.group(3), match.group(4)) == ("10", "7")
 
 
 def test_github_escapes_percent_comma_and_colon_in_properties(tmp_path: Path) -> None:

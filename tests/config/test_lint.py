@@ -475,9 +475,28 @@ CASES: dict[str, tuple[str, dict[str, bytes | None], list[Where]]] = {
         """\
         [server]
         workers = 4
+
+        [[services]]
+        name = "users"
+        endpoints = ["http://127.0.0.1:9000"]
+
+        [[routes]]
+        path = "/api"
+        service = "users"
+        rate_limit = { requests = 5, per = "1m" }
         """,
         {},
-        [("per-worker-state", "warning", "server.workers", 2, 11)],
+        [("per-worker-state", "error", "server.workers", 2, 11)],
+    ),
+    # Workers that keep no state of their own (no limit, breaker, cache or token) may share
+    # nothing.
+    "per-worker-state-none": (
+        """\
+        [server]
+        workers = 4
+        """,
+        {},
+        [],
     ),
     "threshold-range-breaker": (
         INDENTED_BASE
@@ -783,15 +802,17 @@ def test_diagnostics_come_in_file_order(tmp_path: Path) -> None:
     [admin]
     host = "0.0.0.0"
 
+    [state]
+    url = "redis://127.0.0.1:6379/0"
+
     [server]
-    workers = 2
     trusted_proxies = ["nope"]
     """
     found = check(tmp_path, text)
     assert [(d.line, d.code) for d in found] == [
         (2, "admin-exposed"),
-        (5, "per-worker-state"),
-        (6, "invalid-cidr"),
+        (5, "url-ignored"),
+        (8, "invalid-cidr"),
     ]
 
 

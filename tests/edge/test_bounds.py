@@ -92,11 +92,15 @@ def bounded(tmp_path: Path, spork_server: StartSpork, raw_upstream: RawUpstream)
     """``await bounded(*args, **settings)`` starts `spork serve` with small bounds (each
     overridable as a ``[server]`` or ``[server.timeouts]`` key) and three routes: ``/open/``
     (no checks), ``/checked/`` (a body_schema, and ``max_body``) and ``/private/`` (a token
-    required)."""
+    required; left out with ``private=False``, as workers on memory state refuse it)."""
     (tmp_path / "any.json").write_text(json.dumps({"type": "object"}))
 
     async def start(
-        *args: str, serving: int = 1, max_body: str = "8MiB", **settings: object
+        *args: str,
+        serving: int = 1,
+        max_body: str = "8MiB",
+        private: bool = True,
+        **settings: object,
     ) -> SporkServer:
         server = {"max_connections": 16, "max_header_size": "32KiB"}
         timeouts = {"header": "500ms", "body_idle": "500ms", "body": "30s"}
@@ -120,7 +124,11 @@ def bounded(tmp_path: Path, spork_server: StartSpork, raw_upstream: RawUpstream)
                     '[[routes]]\npath = "/open/"\nservice = "svc"\n\n'
                     '[[routes]]\npath = "/checked/"\nservice = "svc"\n'
                     f'body_schema = "any.json"\nmax_body = "{max_body}"\n\n'
-                    '[[routes]]\npath = "/private/"\nservice = "svc"\nauth = "required"\n'
+                    + (
+                        '[[routes]]\npath = "/private/"\nservice = "svc"\nauth = "required"\n'
+                        if private
+                        else ""
+                    )
                 ),
             )
         )
@@ -486,7 +494,7 @@ async def test_connections_past_max_connections_are_refused_while_the_others_wor
 
 
 async def test_the_bounds_hold_in_every_worker(bounded: Start, connect: Connect) -> None:
-    server = await bounded("--workers", "2", serving=2)
+    server = await bounded("--workers", "2", serving=2, private=False)
     data = head("GET", "/open/x", *(f"X-Filler-{i}: {'a' * 1000}" for i in range(64)))
     for _ in range(4):  # the kernel spreads connections over both workers
         connection = await connect(server)
