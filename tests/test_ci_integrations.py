@@ -29,8 +29,8 @@ service = "users"
 # Line 8, column 1: a key routes do not have.
 BROKEN = GOOD + "strip_prefx = true\n"
 
-# Valid, with one warning (workers > 1 on memory state).
-WARNING_ONLY = GOOD + "\n[server]\nworkers = 4\n"
+# Valid, with one warning (a Redis URL while the backend is memory).
+WARNING_ONLY = GOOD + '\n[state]\nurl = "redis://127.0.0.1:6379/0"\n'
 
 ANNOTATION = re.compile(r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+),title=[^:]+::")
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from spork_cli.cli.params import Command, ConfigOption, JsonOption, config_file, load_to_run
-from spork_cli.config.shared import per_worker_problem
 from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -76,6 +75,7 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from spork_cli import logs
+        from spork_cli.config.shared import per_worker_problem
         from spork_cli.gateway.server import install_loop, run
 
         path = config_file(ctx, config)
