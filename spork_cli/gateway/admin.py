@@ -16,6 +16,7 @@ from aiohttp import web
 from spork_cli.config.redact import Redactor, redact_url
 from spork_cli.errors import StateError
 from spork_cli.gateway.app import SERVER, TABLE, TableHolder
+from spork_cli.gateway.listening import WORKERS, listening
 
 if TYPE_CHECKING:
     from spork_cli.gateway.upstream import ServicePool
@@ -38,6 +39,12 @@ async def ready(request: web.Request) -> web.Response:
     holder = gateway.get(TABLE)
     if holder is None:
         return json_response({"status": "starting"}, status=503)
+    workers = gateway.get(WORKERS)
+    if workers is not None:
+        serving = listening()
+        if serving < workers:
+            starting = {"status": "starting", "workers": workers, "workers_listening": serving}
+            return json_response(starting, status=503)
     last = holder.reloads[-1] if holder.reloads else None
     if last is not None and last.get("errors"):
         # This endpoint is open even with a token: error messages may quote a secret.

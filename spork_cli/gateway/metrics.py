@@ -225,7 +225,7 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -243,7 +243,7 @@ def collected(directory: Path) -> tuple[list[dict[str, Any]], list[bool]]:
             snapshots.append(orjson.loads(path.read_bytes()))
         except (OSError, orjson.JSONDecodeError):
             continue  # being replaced right now: the next scrape has it
-        live.append(path.stem.isdigit() and _alive(int(path.stem)))
+        live.append(path.stem.isdigit() and process_alive(int(path.stem)))
     return snapshots, live
 
 

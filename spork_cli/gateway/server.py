@@ -113,6 +113,10 @@ async def run(
             reuse_port=worker,
             shutdown_timeout=drain,
         )
+        if worker:
+            from spork_cli.gateway.listening import mark_listening
+
+            mark_listening()  # the supervisor's readiness counts it
         admin_url = None
         if serve_admin and config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None

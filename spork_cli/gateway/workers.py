@@ -25,7 +25,6 @@ log = structlog.get_logger("spork.workers")
 
 RESTARTS_PER_MINUTE = 5
 START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
-START_GRACE = 10.0  # a worker failing with exit 2 this soon cannot start at all
 
 
 def worker_command(
@@ -91,6 +90,7 @@ async def _supervise(
     """Run the workers until SIGTERM/SIGINT; the exit code to end with."""
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.listening import WORKERS
     from spork_cli.gateway.protocol import GatewayRunner
     from spork_cli.gateway.reload import RELOADER
     from spork_cli.gateway.server import _start_site
@@ -119,6 +119,7 @@ async def _supervise(
             runners.append(await start_demo(config.demo.host, config.demo.port))
         # Not a serving instance: the workers announce themselves.
         shadow_app = build_app(config, config_file, watch=watch, prepare=prepare, announce=False)
+        shadow_app[WORKERS] = config.server.workers  # ready once that many listen
         shadow = web.AppRunner(shadow_app, handle_signals=False)
         await shadow.setup()
         runners.insert(0, shadow)

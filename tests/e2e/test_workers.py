@@ -172,6 +172,51 @@ def test_workers_with_the_port_taken_exit_2_with_one_line(
     assert lines[0].startswith("spork: ") and str(port) in lines[0], output
 
 
+def workers_listening(supervisor: int, port: int) -> int:
+    """Children of ``supervisor`` holding a listening socket on ``port``."""
+    listening = inodes_where(port, None, TCP_LISTEN)
+    count = 0
+    for pid in child_pids(supervisor):
+        try:
+            count += bool(socket_inodes(pid) & listening)
+        except FileNotFoundError:
+            continue  # gone meanwhile
+    return count
+
+
+@pytest.mark.slow  # it starts `spork serve` itself, to ask before the server is ready
+async def test_the_supervisor_is_ready_only_once_every_worker_listens(
+    tmp_path: Path, upstream: Upstream, http: aiohttp.ClientSession
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    config.write_text(gateway_toml(port, admin_port, {"up": upstream.url}, {"/": "up"}))
+    server = SporkServer(
+        config, port, admin_port, tmp_path / "server", args=("--workers", str(WORKERS))
+    )
+    server.launch()
+    early: list[dict[str, object]] = []
+
+    async def first_ready() -> int | None:
+        try:
+            async with http.get(f"{server.admin_url}/health/ready") as response:
+                body = orjson.loads(await response.read())
+                if response.status == 200:
+                    return workers_listening(server.pid, port)
+                early.append(body)
+        except aiohttp.ClientConnectionError:
+            pass  # the admin listener is not up yet
+        return None
+
+    try:
+        serving = await eventually(first_ready, timeout=30, interval=0.01, what="readiness")
+    finally:
+        server.kill()
+    assert serving == WORKERS
+    assert early, "never asked before it was ready: the test proves nothing"
+    assert all(b["status"] == "starting" and b["workers"] == WORKERS for b in early), early
+
+
 async def test_a_reload_that_would_give_workers_state_of_their_own_is_refused(
     tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:
