@@ -217,6 +217,8 @@ def report(measured: list[Measured], package_version: str, found: str) -> str:
         "- `targeted` names the targeted fields (RFC 9213): `CDN-Cache-Control`, then "
         "`Surrogate-Control`, by default. spork does not send `Surrogate-Capability`, so "
         "directives targeted at a named surrogate are not spork's.",
+        '- With Redis state the store timeout is `"2s"`: the suite measures what the cache '
+        "does, and a loaded machine should not turn lookups into misses.",
         "- The service makes no retries (`retries = { attempts = 0 }`), as nginx with one "
         "upstream: by default spork retries a 502, 503 or 504 twice, which the suite reads as "
         "a failure to set its test up.",

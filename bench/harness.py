@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -32,6 +33,18 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {HOST}:{port}")
+
+
+def wait_ready(admin_port: int, timeout: float = 20.0) -> None:
+    """Until spork's admin listener says ready (with workers: once every one listens)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{admin_port}/health/ready", timeout=1):
+                return
+        except OSError:  # refused, or 503 (an HTTPError is an OSError) while starting
+            time.sleep(0.05)
+    raise SystemExit(f"spork on admin port {admin_port} is not ready after {timeout:g} s")
 
 
 def rss_mb(pid: int) -> float:

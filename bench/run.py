@@ -1,17 +1,18 @@
 """spork against its peers in one run, on loopback only, bounded in time.
 
     python bench/run.py [--duration 4] [--rounds 3] [--connections 50] [--runs 5]
-        [--skip cached,chain,fastapi,nginx,caddy,proxy,cli] [--soak SECONDS] [--out FILE]
+        [--skip cached,workers,chain,fastapi,nginx,caddy,proxy,cli] [--soak SECONDS] [--out FILE]
 
 Proxy targets, each visited in turn in every round by `wrk -t1` (bench/targets.py):
 (a) the upstream directly: nginx answering a small static JSON body from one worker;
 (b) spork with a plain route; (b') the same route with a response cache, every measured
 request a hit (asked without the Authorization header the others get: a cache on an open
-route bypasses it); (c) spork with the full chain: HS256 auth, a GCRA limit in a
+route bypasses it); (b'') the plain route under `--workers 2` (two processes on the port,
+measured once both listen); (c) spork with the full chain: HS256 auth, a GCRA limit in a
 real redis-server, metrics and the access log; (d) the minimal aiohttp proxy in
 bench/floor_proxy.py, the Python floor; (e) FastAPI + httpx under uvicorn
-(bench/fastapi_proxy.py); (f) nginx and (g) caddy as reverse proxies. Every target is one
-process with one worker; caddy runs with GOMAXPROCS=1 to match.
+(bench/fastapi_proxy.py); (f) nginx and (g) caddy as reverse proxies. Every other target is
+one process with one worker; caddy runs with GOMAXPROCS=1 to match.
 
 Then the command-line tool (bench/cli_times.py): `spork --help`, `spork check` on 500 routes,
 `spork token mint`, and `spork serve` from launch to its first proxied answer.
@@ -36,7 +37,7 @@ from needs import missing, versions
 from report import cli_table, goals, proxy_table
 from targets import CADDY_ENV, Launcher, start_upstream
 
-PARTS = ("cached", "chain", "fastapi", "nginx", "caddy", "proxy", "cli")
+PARTS = ("cached", "workers", "chain", "fastapi", "nginx", "caddy", "proxy", "cli")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +69,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def parts(skip: set[str]) -> set[str]:
     chosen = {"upstream", *PARTS} - skip
     if "proxy" in skip:
-        chosen -= {"cached", "chain", "fastapi", "nginx", "caddy"}
+        chosen -= {"cached", "workers", "chain", "fastapi", "nginx", "caddy"}
     return chosen
 
 
@@ -77,6 +78,8 @@ def proxies(launcher: Launcher, upstream: Target, chosen: set[str]) -> tuple[lis
     targets = [upstream, launcher.spork_plain()]
     if "cached" in chosen:
         targets.append(launcher.spork_cached())
+    if "workers" in chosen:
+        targets.append(launcher.spork_workers())
     headers: list[str] = []
     if "chain" in chosen:
         chain, token = launcher.spork_chain()
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     spork = spork_command()
     sections = [preamble(chosen, spork)]
     if "proxy" in chosen:
-        count = 7 - len(args.skip & {"chain", "fastapi", "nginx", "caddy"})
+        count = 3 + len(chosen & {"cached", "workers", "chain", "fastapi", "nginx", "caddy"})
         each = 1 + args.rounds * (args.duration + single_duration(args.duration))
         print(f"proxy rounds: about {count * each:.0f} s", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="spork-bench-"))

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import HOST, ROOT, Processes, find_tool, free_port
+from harness import HOST, ROOT, Processes, find_tool, free_port, wait_ready
 from load import Target
 
 BODY = '{"id":1,"name":"Ada Lovelace","email":"ada@example.com"}'
@@ -139,6 +139,23 @@ class Launcher:
         command = [*self.spork, "serve", "-c", str(config), "--no-reload"]
         proc = self.procs.start("cached", command, port)
         return Target("cached", "spork, cached route (hits)", port, proc, headers=[])
+
+    def spork_workers(self, workers: int = 2) -> Target:
+        """The plain route served by ``workers`` processes (`--workers`), once all listen."""
+        port, admin = free_port(), free_port()
+        config = spork_conf(self.work / "workers.toml", port, admin, self.upstream)
+        command = [
+            *self.spork,
+            "serve",
+            "-c",
+            str(config),
+            "--no-reload",
+            "--workers",
+            str(workers),
+        ]
+        proc = self.procs.start("workers", command, port)
+        wait_ready(admin)
+        return Target("workers", f"spork, plain route, --workers {workers}", port, proc)
 
     def spork_chain(self) -> tuple[Target, str]:
         """The full chain and a token it accepts (sent to every target alike)."""
