@@ -221,16 +221,16 @@ class Policy:
         """The longest an entry can be kept: what an invalidation marker must outlive."""
         return self.cap + self.stale_window + 1
 
-    def response_directives(self, headers: MultiMapping[str]) -> tuple[dict[str, str], bool]:
-        """The directives that govern this cache, and whether they came from a targeted field
-        (RFC 9213: the first valid targeted field replaces Cache-Control and Expires)."""
+    def response_directives(self, headers: MultiMapping[str]) -> tuple[dict[str, str], str | None]:
+        """The directives that govern this cache, and the targeted field they came from, if
+        any (RFC 9213: the first valid targeted field replaces Cache-Control and Expires)."""
         for name in self.targeted:
             values = headers.getall(name, ())
             if values:
                 parsed = cache_control(values)
                 if parsed and "!conflict" not in parsed and _valid_targeted(parsed):
-                    return parsed, True
-        return cache_control(headers.getall("Cache-Control", ())), False
+                    return parsed, name
+        return cache_control(headers.getall("Cache-Control", ())), None
 
 
 def _valid_targeted(directives: Mapping[str, str]) -> bool:
@@ -287,6 +287,12 @@ def freshness(
     directives, targeted = policy.response_directives(headers)
     if "no-store" in directives or "private" in directives or "Set-Cookie" in headers:
         return None
+    if targeted is not None and targeted.lower() == "surrogate-control":
+        # Surrogate-Control is often one blanket value for a CDN tier, sent with responses
+        # whose Cache-Control says `private` or `no-store` (which such tiers still honour).
+        plain = cache_control(headers.getall("Cache-Control", ()))
+        if "no-store" in plain or "private" in plain:
+            return None
     vary = {n.strip().lower() for v in headers.getall("Vary", ()) for n in v.split(",")}
     vary.discard("")
     if "*" in vary or not vary <= policy.varied:
@@ -305,7 +311,7 @@ def freshness(
                 explicit = 0.0 if given is None else float(given)  # malformed: stale
                 break
         else:
-            if not targeted and "Expires" in headers:
+            if targeted is None and "Expires" in headers:
                 until = http_date(headers.get("Expires"))
                 explicit = 0.0 if until is None else max(until - (date or now), 0.0)
     validator = "ETag" in headers or http_date(headers.get("Last-Modified")) is not None

@@ -725,7 +725,9 @@ class Cache(Model):
             "Targeted cache-control fields (RFC 9213), first valid one wins: it replaces "
             "`Cache-Control` and `Expires` for this cache. `Surrogate-Control` is the field "
             "reverse-proxy caches (surrogates) read; its directives targeted at a named "
-            "surrogate (`max-age=60;edge`) are not the gateway's. Empty: `Cache-Control` alone."
+            "surrogate (`max-age=60;edge`) are not the gateway's, and a `no-store` or "
+            "`private` in `Cache-Control` still keeps the response out. Empty: "
+            "`Cache-Control` alone."
         ),
     )
     request_directives: bool = Field(

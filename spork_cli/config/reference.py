@@ -50,7 +50,7 @@ upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come wit
 | --- | --- |
 | `s-maxage`, else `max-age`, else `Expires` minus `Date` | freshness, capped by `ttl`; malformed, conflicting or past: stale at once |
 | none of those | `default_ttl` if set, else the `heuristic` (10% of the age of `Last-Modified`) if on, else stale at once |
-| `CDN-Cache-Control`, else `Surrogate-Control` (or `targeted`) | replaces `Cache-Control` and `Expires` for this cache when valid (a directive targeted at a named surrogate, `max-age=60;edge`, is not); passed on unchanged |
+| `CDN-Cache-Control`, else `Surrogate-Control` (or `targeted`) | replaces `Cache-Control` and `Expires` for this cache when valid (a directive targeted at a named surrogate, `max-age=60;edge`, is not); with `Surrogate-Control`, a `no-store` or `private` in `Cache-Control` still keeps the response out; passed on unchanged |
 | `no-store`, `private`, `Set-Cookie` | never stored |
 | `no-cache` | stored, revalidated before every reuse |
 | `must-revalidate`, `proxy-revalidate`, `s-maxage` | never served stale, not even for `stale-if-error` or `max-stale` |
@@ -61,7 +61,7 @@ upstream) or `BYPASS` (the cache took no part). `Age` and `X-Cache-Key` come wit
 | stale windows | an entry is kept past its freshness at most the larger of `keep`, `stale_while_revalidate` and `stale_if_error` (so that an invalidation always outlives what it invalidates) |
 | `Age` | counted in the entry's age; of a list (`7200, 0`) the first member counts; a value that is not delta-seconds is ignored |
 | status | 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501 (the default `statuses`); another status listed in `statuses` only with explicit freshness or `public` |
-| a HEAD's 200 for a stored GET | the same `ETag`, `Last-Modified` and length: the entry's headers are updated as by a 304; different ones: the entry is dropped |
+| a HEAD's 200 for a stored GET | the same `ETag`, `Last-Modified`, length and `Content-Type`: the entry's headers are updated as by a 304; different ones: the entry is dropped |
 
 | request | what the gateway does |
 | --- | --- |

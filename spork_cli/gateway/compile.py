@@ -233,7 +233,13 @@ async def _verifier(
     jwks: JwksCache | None = None
     if auth.jwks_url is not None:
         kept = previous.jwks if previous is not None else None
-        if kept is not None and kept.url == auth.jwks_url:
+        # Kept across a reload only while it fetches and filters as the new config says.
+        if (
+            kept is not None
+            and kept.url == auth.jwks_url
+            and kept.ttl == auth.jwks_cache_ttl
+            and kept.algorithms == frozenset(auth.algorithms)
+        ):
             jwks = kept
         else:
             jwks = JwksCache.from_config(auth)

@@ -518,8 +518,9 @@ class RouteCache:
         delay: float,
     ) -> None:
         """A HEAD's 200 for a stored GET (RFC 9111 4.3.5): the same representation (its
-        validators and length agree) refreshes the entry's headers; another one means the
-        entry is out of date, and it goes."""
+        validators, length and type agree) refreshes the entry's headers; another one means
+        the entry is out of date, and it goes. (A client chooses when a HEAD is asked: it must
+        not be able to retype what others are served.)"""
         given = response.headers
         length = given.get("Content-Length")
         same = (
@@ -527,6 +528,7 @@ class RouteCache:
             and given.get("ETag") == entry.header("ETag")
             and given.get("Last-Modified") == entry.header("Last-Modified")
             and (length is None or length.strip() == str(len(entry.body)))
+            and given.get("Content-Type") == entry.header("Content-Type")
         )
         fresh = freshness(entry.status, _merged(entry, given), self.policy, now, delay)
         if same and fresh is not None:

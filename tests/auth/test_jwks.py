@@ -260,3 +260,27 @@ async def test_from_config_takes_url_and_ttl(issuer: Issuer) -> None:
         assert (await cache.get()).kids == ["k1"]
     with pytest.raises(ValueError, match="jwks_url"):
         JwksCache.from_config(auth(secret=SECRET))
+
+
+async def test_a_reload_keeps_the_jwks_cache_only_while_its_settings_hold(
+    issuer: Issuer, tmp_path: Path
+) -> None:
+    from spork_cli.config.model import GatewayConfig
+    from spork_cli.gateway.compile import Resources, close_table, compile_table
+
+    def config(**fields: Any) -> GatewayConfig:
+        settings = {"algorithms": ["RS256"], "jwks_url": issuer.url, **fields}
+        return GatewayConfig.model_validate({"auth": settings})
+
+    resources = Resources(base_dir=tmp_path)
+    first = await compile_table(config(), None, resources)
+    same = await compile_table(config(), first, resources)
+    ttl = await compile_table(config(jwks_cache_ttl="1m"), same, resources)
+    widened = await compile_table(config(algorithms=["RS256", "ES256"]), ttl, resources)
+    try:
+        assert same.jwks is first.jwks  # nothing changed: the fetched keys are kept
+        assert ttl.jwks is not same.jwks and ttl.jwks is not None and ttl.jwks.ttl == 60.0
+        assert widened.jwks is not None and "ES256" in widened.jwks.algorithms
+    finally:
+        for table in (same, ttl, widened):
+            await close_table(table, 0)

@@ -323,7 +323,11 @@ async def test_the_targeted_fields_are_a_setting(
     ("headers", "hit"),
     [
         (("Cache-Control: max-age=60", "Surrogate-Control: no-store"), False),
-        (("Cache-Control: no-store", "Surrogate-Control: max-age=60"), True),
+        (("Cache-Control: max-age=0", "Surrogate-Control: max-age=60"), True),
+        # Cache-Control's no-store and private still hold: a blanket Surrogate-Control for a
+        # CDN tier comes with them on pages that must not be shared.
+        (("Cache-Control: no-store", "Surrogate-Control: max-age=60"), False),
+        (("Cache-Control: private", "Surrogate-Control: max-age=60"), False),
         # Targeted at a surrogate named in Surrogate-Capability: not the gateway's.
         (("Cache-Control: no-store", "Surrogate-Control: max-age=60;edge"), False),
         # CDN-Cache-Control comes first.
@@ -610,25 +614,27 @@ async def test_a_heads_answer_refreshes_the_stored_get_or_drops_it(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
     # RFC 9111 4.3.5: the same validators and length: the entry's headers are updated (here,
-    # fresh again); another ETag: the stored GET is out of date and goes.
+    # fresh again); another ETag, or another type (a client decides when a HEAD is asked: it
+    # must not retype what others are served): the stored GET is out of date and goes.
     origin = caching.origin
-    same, changed = f"/bytes/{name}", f"/bytes/{name}-c"
-    for path in (same, changed):
+    same, changed, retyped = f"/bytes/{name}", f"/bytes/{name}-c", f"/bytes/{name}-t"
+    for path in (same, changed, retyped):
         origin.respond(path, "Cache-Control: max-age=0", 'ETag: "v1"')
         first = await ask(http, caching, "d", f"{path}?size=100&length=1")
         assert first.cache == "MISS"
     origin.respond(same, "Cache-Control: max-age=60", 'ETag: "v1"')
     origin.respond(changed, "Cache-Control: max-age=60", 'ETag: "v2"')
-    for path in (same, changed):
+    origin.respond(retyped, "Cache-Control: max-age=60", 'ETag: "v1"', "Content-Type: text/html")
+    for path in (same, changed, retyped):
         head = await ask(http, caching, "d", f"{path}?size=100&length=1", method="HEAD")
         assert head.status == 200
     kept = await ask(http, caching, "d", f"{same}?size=100&length=1")
     # A stale answer would do for this client; none is left to give.
-    gone = await ask(
-        http, caching, "d", f"{changed}?size=100&length=1", **{"Cache-Control": "max-stale=600"}
-    )
-    assert served(kept, gone) == ["HIT", "MISS"]
-    assert origin.calls(same) == 2 and origin.calls(changed) == 3
+    stale_ok = {"Cache-Control": "max-stale=600"}
+    gone = await ask(http, caching, "d", f"{changed}?size=100&length=1", **stale_ok)
+    untyped = await ask(http, caching, "d", f"{retyped}?size=100&length=1", **stale_ok)
+    assert served(kept, gone, untyped) == ["HIT", "MISS", "MISS"]
+    assert origin.calls(same) == 2 and origin.calls(changed) == 3 and origin.calls(retyped) == 3
 
 
 async def test_keep_bounds_how_long_a_stale_entry_waits_for_revalidation(
