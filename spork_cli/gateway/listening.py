@@ -18,6 +18,7 @@ from spork_cli.gateway.metrics import MULTIPROCESS_ENV, process_alive
 # Set on the supervisor's app: how many workers must listen before it is ready.
 WORKERS = web.AppKey("spork.workers", int)
 SUFFIX = ".listening"
+PROC = Path("/proc/self")
 
 
 def shared_directory() -> Path | None:
@@ -32,14 +33,34 @@ def mark_listening() -> None:
         (directory / f"{os.getpid()}{SUFFIX}").touch()
 
 
+def unmark_listening() -> None:
+    """A worker stops serving (it drains, then exits)."""
+    directory = shared_directory()
+    if directory is not None:
+        (directory / f"{os.getpid()}{SUFFIX}").unlink(missing_ok=True)
+
+
 def listening() -> int:
-    """How many live workers have said they listen."""
+    """How many of this supervisor's running workers have said they listen."""
     directory = shared_directory()
     if directory is None:
         return 0
     count = 0
     for marker in directory.glob(f"*{SUFFIX}"):
         pid = marker.name.removesuffix(SUFFIX)
-        if pid.isdigit() and process_alive(int(pid)):
+        if pid.isdigit() and _running_child(int(pid)):
             count += 1
     return count
+
+
+def _running_child(pid: int) -> bool:
+    """``pid`` is a child of this process and has not exited (a reused pid, or a worker that
+    exited and was not yet reaped, is not)."""
+    if not PROC.exists():  # no /proc (macOS): a live pid is all that can be told
+        return process_alive(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state, parent = stat.rpartition(")")[2].split()[:2]
+    return state != "Z" and int(parent) == os.getpid()

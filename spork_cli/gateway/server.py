@@ -135,6 +135,10 @@ async def run(
             pid=os.getpid(),
         )
         await stop.wait()
+        if worker:
+            from spork_cli.gateway.listening import unmark_listening
+
+            unmark_listening()  # draining: no longer counted as serving
         log.info("shutting down: draining in-flight requests", timeout=drain)
     finally:
         await stop_checks(checks)

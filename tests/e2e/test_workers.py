@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -121,13 +122,21 @@ async def test_workers_share_the_port_and_all_stop_on_sigterm(
 
 
 async def test_a_killed_worker_is_replaced(
-    tmp_path: Path, upstream: Upstream, spork_server: StartSpork
+    tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:
     server, _ = await start_workers(tmp_path, upstream, spork_server)
     workers = await worker_pids(server)
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
 
+    async def readiness() -> tuple[int, object]:
+        async with http.get(f"{server.admin_url}/health/ready") as response:
+            return response.status, orjson.loads(await response.read()).get("workers_listening")
+
+    # Until the replacement listens, one worker short is not ready.
+    assert await eventually(
+        lambda: _short(readiness), interval=0.01, what="not ready while a worker is replaced"
+    ) == (503, WORKERS - 1)
     replaced = await worker_pids(server, without=victim)
     await eventually(
         lambda: len(server.events("spork is serving")) == WORKERS + 1,
@@ -136,7 +145,13 @@ async def test_a_killed_worker_is_replaced(
     )
     assert replaced - workers
     assert await fresh_connection_traffic(server.url, 40) == [200] * 40
+    assert (await readiness())[0] == 200
     assert await server.stop(signal.SIGTERM, timeout=20) == 0, server.output()
+
+
+async def _short(readiness: Callable[[], Awaitable[tuple[int, object]]]) -> object:
+    answer = await readiness()
+    return answer if answer[0] == 503 else None
 
 
 async def test_workers_apply_a_config_change(
