@@ -165,9 +165,12 @@ def http_date(text: str | None, now: float | None = None) -> float | None:
 
 def age_value(values: Iterable[str]) -> int | None:
     """The upstream's Age (RFC 9111 5.1): of a list (``7200, 0``, or two fields) the first
-    member counts and the rest are discarded; a member that is not delta-seconds is ignored."""
+    member counts and the rest are discarded; a member that is not delta-seconds is ignored.
+    Empty members are no members (RFC 9110 5.6.1)."""
     for value in values:
-        return delta_seconds(value.split(",", 1)[0].strip())
+        for member in value.split(","):
+            if member.strip():
+                return delta_seconds(member.strip())
     return None
 
 

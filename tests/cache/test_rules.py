@@ -110,6 +110,8 @@ def test_anything_else_is_no_date(text: str) -> None:
         (["0", "7200"], 0),
         (["7200", "0"], 7200),
         (["soon, 5"], None),  # the first member is not delta-seconds: the field is ignored
+        (["", "100"], 100),  # empty members are no members
+        ([" , 7200, 0"], 7200),
         (["soon"], None),
         (["-5"], None),
         (["1.5"], None),
