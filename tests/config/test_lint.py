@@ -476,13 +476,9 @@ CASES: dict[str, tuple[str, dict[str, bytes | None], list[Where]]] = {
         [server]
         workers = 4
 
-        [[services]]
-        name = "users"
-        endpoints = ["http://127.0.0.1:9000"]
-
-        [[routes]]
-        path = "/api"
-        service = "users"
+        """
+        + INDENTED_BASE
+        + """\
         rate_limit = { requests = 5, per = "1m" }
         """,
         {},
