@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from spork_cli.cli.params import Command, ConfigOption, JsonOption, config_file, load_to_run
-from spork_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig
@@ -75,7 +74,6 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from spork_cli import logs
-        from spork_cli.config.shared import per_worker_problem
         from spork_cli.gateway.server import install_loop, run
 
         path = config_file(ctx, config)
@@ -83,9 +81,6 @@ def register(app: typer.Typer) -> None:
         prepare = partial(
             apply_overrides, host=host, port=port, admin_port=admin_port, workers=workers
         )
-        problem = per_worker_problem(cfg)
-        if problem is not None:
-            raise UsageError(problem)
         logs.configure(cfg.logging.level, cfg.logging.format)
         install_loop()
         if cfg.server.workers > 1 and not worker:

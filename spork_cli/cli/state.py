@@ -43,8 +43,7 @@ def instances(
     import asyncio
 
     config = _config(config_file(ctx, config_option))
-    found = asyncio.run(_instances(config))
-    found.sort(key=lambda i: (i.get("host", ""), i.get("pid", 0)))
+    found = _supervisors_first(asyncio.run(_instances(config)))
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -59,12 +58,13 @@ def instances(
 def _instances_table(found: list[dict[str, Any]], now: float) -> Rows:
     from spork_cli.cli.tables import Rows
 
-    columns = ("instance", "pid", "listen", "admin", "version", "up", "seen")
+    columns = ("instance", "role", "pid", "listen", "admin", "version", "up", "seen")
     return Rows(
         columns,
         (
             (
                 str(item.get("id")),
+                _role(item),
                 str(item.get("pid")),
                 str(item.get("listen")),
                 str(item.get("admin") or "-"),
@@ -75,6 +75,30 @@ def _instances_table(found: list[dict[str, Any]], now: float) -> Rows:
             for item in found
         ),
     )
+
+
+def _supervisors_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """By host and pid, each supervisor of ``--workers N`` followed by its workers."""
+    by_id = {item.get("id"): item for item in found}
+
+    def place(item: dict[str, Any]) -> tuple[str, int, int, int]:
+        head = by_id.get(item.get("supervisor"), item)
+        return (
+            str(head.get("host", "")),
+            int(head.get("pid", 0)),
+            head is not item,
+            int(item.get("pid", 0)),
+        )
+
+    return sorted(found, key=place)
+
+
+def _role(item: dict[str, Any]) -> str:
+    if item.get("workers"):
+        return f"supervisor of {item['workers']}"
+    if item.get("supervisor"):
+        return f"worker of {item['supervisor']}"
+    return "-"
 
 
 def _ago(seconds: float, suffix: str = " ago") -> str:

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from spork_cli.config.diagnostics import Diagnostic
 from spork_cli.config.load import Loaded, _did_you_mean
 from spork_cli.config.model import GatewayConfig
-from spork_cli.config.shared import per_worker_problem
 from spork_cli.headers import (
     DEFAULT_IDENTITY_HEADERS,
     FRAMING,
@@ -380,9 +379,6 @@ def _state(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
             'state.url is ignored while backend = "memory"',
             severity="warning",
         )
-    problem = per_worker_problem(config)
-    if problem is not None:
-        yield loaded.diag(("server", "workers"), "per-worker-state", problem)
 
 
 def redis_url_problem(url: str) -> str | None:

@@ -47,15 +47,6 @@ async def revoke(request: web.Request) -> web.Response:
         return problem(400, "bad-request", 'expected JSON {"jti": "...", "ttl": seconds}')
     if not isinstance(jti, str) or not jti or not 0 < ttl <= MAX_REVOKE_TTL:
         return problem(400, "bad-request", "jti must be a non-empty string, ttl in (0, 1 year]")
-    config = holder.current.config
-    if config.server.workers > 1 and holder.resources.store.backend == "memory":
-        # Each worker keeps its own memory state; this process could not reach theirs.
-        return problem(
-            409,
-            "per-worker-state",
-            f"{config.server.workers} workers with memory state: a revocation cannot reach "
-            'them all; use [state] backend = "redis"',
-        )
     try:
         await holder.resources.store.revoke(jti, ttl)
     except StateError as exc:

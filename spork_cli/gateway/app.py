@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -279,9 +280,10 @@ def build_app(
     watch: bool = False,
     access_log: AccessLog | None = None,
     prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
-    announce: bool = True,
+    snapshots: bool = True,
 ) -> web.Application:
-    """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours."""
+    """The gateway app; ``aiohttp_client(build_app(cfg))`` serves it without a socket of ours.
+    ``snapshots=False`` (the supervisor of --workers N): its workers write the metrics."""
     # Request bodies go upstream as sent, compressed or not, as nginx and Envoy pass them: the
     # listener inflating them would do it on the event loop, for any path, unbounded.
     app = web.Application(
@@ -296,11 +298,16 @@ def build_app(
         app[METRICS] = GatewayMetrics(config.metrics.buckets)
 
     async def tables(app: web.Application) -> AsyncIterator[None]:
-        from spork_cli.state import store_from_config
+        from spork_cli.state import StateStore, store_from_config
         from spork_cli.state.memory import MemoryStore
+        from spork_cli.state.served import SOCKET_ENV, ServedStore
 
         base_dir = config_file.resolve().parent if config_file is not None else Path.cwd()
-        store = store_from_config(config.state)
+        served = os.environ.get(SOCKET_ENV) if config.state.backend == "memory" else None
+        # A worker of `--workers N` on memory state uses its supervisor's store.
+        store: StateStore = (
+            ServedStore(config.state, served) if served else store_from_config(config.state)
+        )
         await store.start()
         local = MemoryStore(config.state) if config.state.backend != "memory" else None
         from spork_cli.breaker import BreakerCache
@@ -340,11 +347,11 @@ def build_app(
             access_log.flush()
 
     app.cleanup_ctx.append(tables)
-    if announce:
-        from spork_cli.gateway.heartbeat import heartbeat_ctx
-        from spork_cli.gateway.metrics import snapshots_ctx
+    from spork_cli.gateway.heartbeat import heartbeat_ctx
+    from spork_cli.gateway.metrics import snapshots_ctx
 
-        app.cleanup_ctx.append(heartbeat_ctx)
+    app.cleanup_ctx.append(heartbeat_ctx)
+    if snapshots:
         app.cleanup_ctx.append(snapshots_ctx)
     if config_file is not None:
         from spork_cli.gateway.reload import reloader_ctx

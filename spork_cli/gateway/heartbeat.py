@@ -16,9 +16,12 @@ from aiohttp import web
 
 from spork_cli import __version__
 from spork_cli.errors import StateError
+from spork_cli.gateway.listening import WORKERS
 
 BEAT = 5.0
 INSTANCE = web.AppKey("spork.instance", str)
+# A worker of `spork serve --workers N` names its supervisor's instance id here.
+SUPERVISOR_ENV = "SPORK_SUPERVISOR"
 
 
 def instance_info(app: web.Application, started: float) -> bytes:
@@ -38,6 +41,9 @@ def instance_info(app: web.Application, started: float) -> bytes:
             "seen": time.time(),
             "routes": len(holder.current.routes),
             "config": str(holder.config_file) if holder.config_file else None,
+            # The supervisor of --workers N says how many it runs; each worker names it.
+            "workers": app.get(WORKERS),
+            "supervisor": os.environ.get(SUPERVISOR_ENV),
         }
     )
 

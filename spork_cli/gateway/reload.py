@@ -22,7 +22,6 @@ from aiohttp import web
 from spork_cli.config.mask import masker_for_file
 from spork_cli.config.model import GatewayConfig
 from spork_cli.config.restart import keep_static, plain, static_changes
-from spork_cli.config.shared import per_worker_problem
 from spork_cli.errors import ConfigError, SporkError
 from spork_cli.gateway.app import TABLE, TableHolder
 from spork_cli.gateway.compile import compile_table, retire
@@ -125,11 +124,6 @@ class Reloader:
         if restart:
             log.warning("these settings need a restart to change", settings=restart)
             new = keep_static(current.config, new)
-        diverging = per_worker_problem(new)
-        if diverging is not None:
-            log.error("reload refused, still serving the previous config", error=diverging)
-            result.update(result="error", errors=[{"message": diverging}])
-            return result
         mark = fingerprint(new, self.base)
         if mark == self.fingerprint:
             result.update(result="unchanged", needs_restart=restart)

@@ -20,6 +20,8 @@ import structlog
 from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
+from spork_cli.gateway.metrics import MULTIPROCESS_ENV
+from spork_cli.state.served import SOCKET_ENV, StoreServer
 
 log = structlog.get_logger("spork.workers")
 
@@ -52,7 +54,6 @@ def supervise(
     prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
     _check_port(config.server.host, config.server.port)
-    from spork_cli.gateway.metrics import MULTIPROCESS_ENV
 
     # Every worker writes its metrics snapshot here (inherited through the environment); the
     # supervisor's /metrics adds them up.
@@ -89,7 +90,8 @@ async def _supervise(
 ) -> int:
     """Run the workers until SIGTERM/SIGINT; the exit code to end with."""
     from spork_cli.gateway.admin import build_admin_app
-    from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.app import TABLE, build_app
+    from spork_cli.gateway.heartbeat import INSTANCE, SUPERVISOR_ENV
     from spork_cli.gateway.listening import WORKERS
     from spork_cli.gateway.protocol import GatewayRunner
     from spork_cli.gateway.reload import RELOADER
@@ -107,8 +109,11 @@ async def _supervise(
     checks: asyncio.Task[None] | None = None
     code = 0
 
+    env = dict(os.environ)
+    served: StoreServer | None = None
+
     async def spawn() -> asyncio.subprocess.Process:
-        child = await asyncio.create_subprocess_exec(*command)
+        child = await asyncio.create_subprocess_exec(*command, env=env)
         started[child.pid] = time.monotonic()
         return child
 
@@ -117,13 +122,20 @@ async def _supervise(
             from spork_cli.demo import start_demo
 
             runners.append(await start_demo(config.demo.host, config.demo.port))
-        # Not a serving instance: the workers announce themselves.
-        shadow_app = build_app(config, config_file, watch=watch, prepare=prepare, announce=False)
+        # Not a serving instance: the workers serve, and write the metrics it adds up.
+        shadow_app = build_app(config, config_file, watch=watch, prepare=prepare, snapshots=False)
         shadow_app[WORKERS] = config.server.workers  # ready once that many listen
         shadow = web.AppRunner(shadow_app, handle_signals=False)
         await shadow.setup()
         runners.insert(0, shadow)
         checks = start_checks(shadow_app)  # once here, not in every worker
+        store = shadow_app[TABLE].resources.store
+        if store is not None and store.backend == "memory":
+            # The workers' one memory store: this process holds it, they call it.
+            served = StoreServer(store, str(Path(os.environ[MULTIPROCESS_ENV]) / "state.sock"))
+            await served.start()
+            env[SOCKET_ENV] = served.path
+        env[SUPERVISOR_ENV] = shadow_app[INSTANCE]
         if config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
             admin = GatewayRunner(build_admin_app(shadow.app, token), access_log=None)
@@ -186,6 +198,8 @@ async def _supervise(
             except TimeoutError:
                 child.kill()
                 await child.wait()
+        if served is not None:
+            await served.close()
         for runner in runners:
             await runner.cleanup()
     return code

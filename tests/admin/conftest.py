@@ -72,7 +72,7 @@ def start_admin(aiohttp_client: ClientFactory, tmp_path: Path) -> StartAdmin:
     async def start(toml: str, token: str | None = None) -> Admin:
         path = tmp_path / "gateway.toml"
         path.write_text(toml)
-        gateway = await aiohttp_client(build_app(load_config(path), path, announce=False))
+        gateway = await aiohttp_client(build_app(load_config(path), path, snapshots=False))
         admin = await aiohttp_client(build_admin_app(gateway.app, token))
         return Admin(gateway, admin, path, token)
 

@@ -471,7 +471,8 @@ CASES: dict[str, tuple[str, dict[str, bytes | None], list[Where]]] = {
         {},
         [("url-ignored", "warning", "state.url", 2, 7)],
     ),
-    "per-worker-state": (
+    # Workers on memory state share their supervisor's store: a limit is no finding.
+    "workers-share-memory-state": (
         """\
         [server]
         workers = 4
@@ -480,16 +481,6 @@ CASES: dict[str, tuple[str, dict[str, bytes | None], list[Where]]] = {
         + INDENTED_BASE
         + """\
         rate_limit = { requests = 5, per = "1m" }
-        """,
-        {},
-        [("per-worker-state", "error", "server.workers", 2, 11)],
-    ),
-    # Workers that keep no state of their own (no limit, breaker, cache or token) may share
-    # nothing.
-    "per-worker-state-none": (
-        """\
-        [server]
-        workers = 4
         """,
         {},
         [],
@@ -676,7 +667,7 @@ def test_every_documented_code_has_a_case() -> None:
         "auth-not-configured", "roles-without-auth", "limit-needs-auth", "never-admits",
         "missing-secret", "weak-secret", "missing-key", "file-missing", "file-unreadable",
         "file-unparsable", "invalid-json-schema", "missing-redis-url", "invalid-redis-url",
-        "url-ignored", "per-worker-state", "threshold-range", "invalid-regex", "empty-rule",
+        "url-ignored", "threshold-range", "invalid-regex", "empty-rule",
         "cors-credentials-wildcard", "invalid-cidr", "port-clash", "admin-exposed",
     }  # fmt: skip
     covered = {code for _, _, expected in CASES.values() for code, *_ in expected}

@@ -17,7 +17,6 @@ import pytest
 from tests.conftest import StartSpork
 from tests.support import (
     LOOPBACK,
-    PROJECT_ROOT,
     TCP_ESTABLISHED,
     TCP_LISTEN,
     SporkRunner,
@@ -230,73 +229,6 @@ async def test_the_supervisor_is_ready_only_once_every_worker_listens(
     assert serving == WORKERS
     assert early, "never asked before it was ready: the test proves nothing"
     assert all(b["status"] == "starting" and b["workers"] == WORKERS for b in early), early
-
-
-async def test_a_reload_that_would_give_workers_state_of_their_own_is_refused(
-    tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
-) -> None:
-    server, config = await start_workers(tmp_path, upstream, spork_server)
-    limited = config.read_text().replace(
-        'path = "/"', 'path = "/"\nrate_limit = { requests = 1, per = "1m" }'
-    )
-    assert limited != config.read_text()
-    replace_file(config, limited)
-
-    refusal = "reload refused, still serving the previous config"
-    await eventually(
-        lambda: len(server.events(refusal)) >= WORKERS + 1,
-        what="each worker and the supervisor refused the reload",
-    )
-    [line, *_] = server.events(refusal)
-    assert "would each keep their own rate limits" in str(line["error"])
-    statuses = await fresh_connection_traffic(server.url, 10)
-    assert statuses == [200] * 10  # no limit: the previous config serves
-
-
-@pytest.mark.parametrize(
-    ("route_extra", "service_extra", "shared"),
-    [
-        ('rate_limit = { requests = 5, per = "1m" }', "", "rate limits"),
-        ("", "breaker = {}", "circuit breakers"),
-        ('cache = { default_ttl = "30s" }', "", "response cache"),
-    ],
-)
-def test_workers_that_would_each_keep_their_own_state_are_refused(
-    tmp_path: Path, run_spork: SporkRunner, route_extra: str, service_extra: str, shared: str
-) -> None:
-    port, admin_port = free_ports(2)
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        gateway_toml(
-            port,
-            admin_port,
-            {"up": "http://127.0.0.1:9"},
-            {"/": "up"},
-            route_extra=route_extra,
-            service_extra=service_extra,
-        )
-    )
-    result = run_spork("serve", "-c", str(config), "--workers", "2", timeout=60)
-    output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    assert result.returncode == 2, output
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("spork: 2 workers with memory state would each keep their own ")
-    assert shared in line and 'backend = "redis"' in line, output
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        assert probe.connect_ex((LOOPBACK, port)) != 0  # nothing was started
-
-
-def test_the_repositorys_config_is_refused_with_workers_and_memory_state(
-    run_spork: SporkRunner,
-) -> None:
-    port, admin_port = free_ports(2)
-    config = str(PROJECT_ROOT / "gateway.toml")
-    args = ("--port", str(port), "--admin-port", str(admin_port))
-    result = run_spork("serve", "-c", config, "--workers", "2", *args, timeout=60)
-    assert result.returncode == 2, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    for shared in ("rate limits", "circuit breakers", "response cache", "token revocations"):
-        assert shared in line, line
 
 
 async def test_sighup_to_the_supervisor_shows_in_readiness(

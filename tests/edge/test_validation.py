@@ -318,7 +318,7 @@ async def test_schema_path_is_relative_to_the_config_file(
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "user.json").write_text(json.dumps(SCHEMA))
     config = validated(backend.url, Path("schemas/user.json"))
-    client = await aiohttp_client(build_app(config, tmp_path / "gateway.toml", announce=False))
+    client = await aiohttp_client(build_app(config, tmp_path / "gateway.toml", snapshots=False))
     async with client.post("/users", json={}) as response:
         body = await problem(response, 422)
     assert body["errors"][0]["path"] == ""
@@ -421,7 +421,7 @@ async def test_schema_changes_apply_on_reload_and_a_broken_schema_is_not_applied
         f'[[services]]\nname = "svc"\nendpoints = ["{backend.url}"]\n'
         '[[routes]]\npath = "/"\nservice = "svc"\nbody_schema = "schemas/user.json"\n'
     )
-    client = await aiohttp_client(build_app(load_config(config), config, announce=False))
+    client = await aiohttp_client(build_app(load_config(config), config, snapshots=False))
     reloader = client.app[RELOADER]
     body = {"name": "a", "nickname": "b"}
     async with client.post("/users", json=body) as response:

@@ -37,9 +37,9 @@ async def trip(backend: Backend, policy: BreakerPolicy) -> BreakerState:
 
 async def time_to_live(backend: Backend) -> float | None:
     """Seconds until the breaker key expires; None when it never does."""
-    if backend.name == "memory":
-        assert KEY in backend.store._breakers.entries
-        expires = backend.store._breakers.expires(KEY)
+    if backend.memory is not None:
+        assert KEY in backend.memory._breakers.entries
+        expires = backend.memory._breakers.expires(KEY)
         return None if expires is None else expires - backend.now[0]
     milliseconds = await backend.store.link.call(KEY, "PTTL", KEY)
     return None if milliseconds == -1 else milliseconds / 1000
@@ -266,7 +266,7 @@ async def test_an_idle_breaker_expires(backend: Backend) -> None:
     ttl = await time_to_live(backend)
     assert p.idle_ttl == pytest.approx(0.6)
     assert ttl is not None and 0.5 < ttl <= p.idle_ttl + 0.002  # Redis rounds up to the ms
-    if backend.name == "memory":
+    if backend.memory is not None:
         await backend.wait(p.idle_ttl)
         assert await backend.store.breaker_read(KEY) is None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,23 +11,31 @@ import pytest
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
 from spork_cli.state import StateStore, store_from_config
+from spork_cli.state.memory import MemoryStore
+from spork_cli.state.served import ServedStore, StoreServer
 from tests.state.conftest import BACKENDS
 from tests.support import free_port
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    served: StoreServer | None = None
     if request.param == "memory":
-        config = State()
+        store = store_from_config(State())
+    elif request.param == "served":
+        served = StoreServer(MemoryStore(State()), str(tmp_path / "state.sock"))
+        await served.start()
+        store = ServedStore(State(), served.path)
     else:
         url = request.getfixturevalue(request.param)
-        config = State(backend="redis", url=url, timeout="500ms")
-    store = store_from_config(config)
+        store = store_from_config(State(backend="redis", url=url, timeout="500ms"))
     await store.start()
     try:
         yield store
     finally:
         await store.close()
+        if served is not None:
+            await served.close()
 
 
 async def test_ping(store: StateStore) -> None:
