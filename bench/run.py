@@ -1,14 +1,17 @@
 """spork against its peers in one run, on loopback only, bounded in time.
 
     python bench/run.py [--duration 4] [--rounds 3] [--connections 50] [--runs 5]
-        [--skip cached,workers,chain,fastapi,nginx,caddy,proxy,cli] [--soak SECONDS] [--out FILE]
+        [--skip cached,workers,shared,chain,fastapi,nginx,caddy,proxy,cli]
+        [--soak SECONDS] [--out FILE]
 
 Proxy targets, each visited in turn in every round by `wrk -t1` (bench/targets.py):
 (a) the upstream directly: nginx answering a small static JSON body from one worker;
 (b) spork with a plain route; (b') the same route with a response cache, every measured
 request a hit (asked without the Authorization header the others get: a cache on an open
 route bypasses it); (b'') the plain route under `--workers 2` (two processes on the port,
-measured once both listen); (c) spork with the full chain: HS256 auth, a GCRA limit in a
+measured once both listen); (b''') a route with a GCRA limit in memory state, in one
+process and under `--workers 2`, where the workers share the supervisor's store over a Unix
+socket (what that sharing costs); (c) spork with the full chain: HS256 auth, a GCRA limit in a
 real redis-server, metrics and the access log; (d) the minimal aiohttp proxy in
 bench/floor_proxy.py, the Python floor; (e) FastAPI + httpx under uvicorn
 (bench/fastapi_proxy.py); (f) nginx and (g) caddy as reverse proxies. Every other target is
@@ -37,7 +40,7 @@ from needs import missing, versions
 from report import cli_table, goals, proxy_table
 from targets import CADDY_ENV, Launcher, start_upstream
 
-PARTS = ("cached", "workers", "chain", "fastapi", "nginx", "caddy", "proxy", "cli")
+PARTS = ("cached", "workers", "shared", "chain", "fastapi", "nginx", "caddy", "proxy", "cli")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +72,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def parts(skip: set[str]) -> set[str]:
     chosen = {"upstream", *PARTS} - skip
     if "proxy" in skip:
-        chosen -= {"cached", "workers", "chain", "fastapi", "nginx", "caddy"}
+        chosen -= {"cached", "workers", "shared", "chain", "fastapi", "nginx", "caddy"}
     return chosen
 
 
@@ -80,6 +83,8 @@ def proxies(launcher: Launcher, upstream: Target, chosen: set[str]) -> tuple[lis
         targets.append(launcher.spork_cached())
     if "workers" in chosen:
         targets.append(launcher.spork_workers())
+    if "shared" in chosen:
+        targets += [launcher.spork_limited(), launcher.spork_limited(workers=2)]
     headers: list[str] = []
     if "chain" in chosen:
         chain, token = launcher.spork_chain()
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = [preamble(chosen, spork)]
     if "proxy" in chosen:
         count = 3 + len(chosen & {"cached", "workers", "chain", "fastapi", "nginx", "caddy"})
+        count += 2 * ("shared" in chosen)
         each = 1 + args.rounds * (args.duration + single_duration(args.duration))
         print(f"proxy rounds: about {count * each:.0f} s", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="spork-bench-"))

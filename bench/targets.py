@@ -78,6 +78,7 @@ def spork_conf(
     upstream: int,
     redis: int | None = None,
     cached: bool = False,
+    limited: bool = False,
 ) -> Path:
     """One route to the upstream; with ``redis``, the full chain: HS256 auth and a GCRA limit
     in that redis-server (never reached). Metrics and the access log are on by default."""
@@ -96,6 +97,10 @@ service = "users"
     if cached:
         # The upstream states no freshness: the operator gives its answers an hour.
         text += 'cache = { ttl = "1h", default_ttl = "1h" }\n'
+    if limited:
+        # A GCRA limit in memory state (never reached): with --workers, in the supervisor's
+        # store, one round trip over its Unix socket per request.
+        text += 'rate_limit = { requests = 1000000000, per = "1m", key = ["ip"] }\n'
     if redis is not None:
         text += f"""auth = "required"
 rate_limit = {{ requests = 1000000000, per = "1m", key = ["user"] }}
@@ -156,6 +161,20 @@ class Launcher:
         proc = self.procs.start("workers", command, port)
         wait_ready(admin)
         return Target("workers", f"spork, plain route, --workers {workers}", port, proc)
+
+    def spork_limited(self, workers: int = 1) -> Target:
+        """A route with a limit in memory state, served by ``workers`` processes: with more
+        than one they share the supervisor's store."""
+        port, admin = free_port(), free_port()
+        key = "limited" if workers == 1 else f"limited{workers}"
+        config = spork_conf(self.work / f"{key}.toml", port, admin, self.upstream, limited=True)
+        command = [*self.spork, "serve", "-c", str(config), "--no-reload"]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        proc = self.procs.start(key, command, port)
+        wait_ready(admin)
+        shown = "one process" if workers == 1 else f"--workers {workers}, one shared store"
+        return Target(key, f"spork, limited route (memory), {shown}", port, proc)
 
     def spork_chain(self) -> tuple[Target, str]:
         """The full chain and a token it accepts (sent to every target alike)."""

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 from typer.testing import CliRunner
 
 from spork_cli.cli import app
+from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from tests.support import PROJECT_ROOT, Processes, SporkRunner
 from tests.test_templates import TEMPLATE_ENV
 
@@ -124,10 +126,12 @@ def test_every_yaml_file_parses_and_every_object_is_named(rendered: Path) -> Non
     )
 
 
-def test_probes_hit_routes_the_admin_listener_serves_without_its_token(
-    objects: dict[str, dict[str, Any]], config: dict[str, Any]
+async def test_probes_hit_routes_the_admin_listener_serves_without_its_token(
+    objects: dict[str, dict[str, Any]], config: dict[str, Any], aiohttp_client: Any
 ) -> None:
-    routed = {r.canonical for r in build_admin_app(web.Application()).router.resources()}
+    gateway = await aiohttp_client(build_app(GatewayConfig()))
+    admin = build_admin_app(gateway.app[TABLE])
+    routed = {r.canonical for r in admin.router.resources()}
     spec = container(objects)
     probes = {kind: spec[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe")}
     assert probes["livenessProbe"]["path"] == "/health"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spork_cli.config.edit import add_route, add_service
-from spork_cli.config.lint import check_file
+from spork_cli.config.load import check_file
 from spork_cli.errors import EditError, UsageError
 from tests.support import SporkRunner
 

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from spork_cli import scaffold
-from spork_cli.config.lint import check_file
+from spork_cli.config.load import check_file
 from spork_cli.config.schema import json_schema
 from spork_cli.errors import UsageError
 from tests.support import PROJECT_ROOT, SporkRunner

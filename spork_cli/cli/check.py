@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from spork_cli.config.diagnostics import Diagnostic
-    from spork_cli.config.load import Loaded
+    from spork_cli.config.loaded import Loaded
 
 
 class Format(StrEnum):
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Validate gateway.toml files: schema and semantic checks, offline."""
-        from spork_cli.config.lint import check_file
+        from spork_cli.config.load import check_file
         from spork_cli.config.mask import mask_loaded
         from spork_cli.errors import UsageError
 

@@ -289,7 +289,7 @@ async def _breaker_action(config: GatewayConfig, service: str, action: str) -> s
 async def _on_store(config: GatewayConfig, work: Callable[[StateStore], Awaitable[T]]) -> T:
     """Run ``work`` on the configured Redis store, reached directly (the CLI's own client)."""
     from spork_cli.errors import StateError
-    from spork_cli.state import store_from_config
+    from spork_cli.state.open import store_from_config
 
     store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
     try:

@@ -246,7 +246,7 @@ async def _revoked_in_store(config: GatewayConfig, token: str) -> bool | None:
     """Redis state is asked directly; memory state through the running gateway, if any."""
     from spork_cli.auth.explain import unverified_claims
     from spork_cli.errors import StateError
-    from spork_cli.state import store_from_config
+    from spork_cli.state.open import store_from_config
 
     try:
         jti = unverified_claims(token).get("jti")
@@ -319,7 +319,7 @@ async def _revoke(config: GatewayConfig, jti: str, seconds: float) -> str:
     from spork_cli.errors import StateError
 
     if config.state.backend == "redis":
-        from spork_cli.state import store_from_config
+        from spork_cli.state.open import store_from_config
 
         store = store_from_config(config.state.model_copy(update={"timeout": 2.0}))
         try:

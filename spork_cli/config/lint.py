@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from spork_cli.config.diagnostics import Diagnostic
-from spork_cli.config.load import Loaded, _did_you_mean
+from spork_cli.config.loaded import Loaded, did_you_mean
 from spork_cli.config.model import GatewayConfig
 from spork_cli.headers import (
     DEFAULT_IDENTITY_HEADERS,
@@ -112,7 +112,7 @@ def _routes(config: GatewayConfig, loaded: Loaded) -> Iterator[Diagnostic]:
                 ("routes", i, "service"),
                 "unknown-service",
                 f"route '{route.path}' names unknown service '{route.service}'",
-                hint=_did_you_mean(route.service, names)
+                hint=did_you_mean(route.service, names)
                 or ("define it under [[services]]" if not names else None),
             )
         methods = frozenset(route.methods)
@@ -634,13 +634,3 @@ CHECKS: tuple[Check, ...] = (
     _regexes,
     _header_edits,
 )
-
-
-def check_file(file: str, env: dict[str, str] | None = None) -> Loaded:
-    """Schema and semantic diagnostics of one file, in file order (raises UsageError)."""
-    from spork_cli.config.load import load_file
-
-    loaded = load_file(file, env)
-    loaded.diagnostics.extend(lint(loaded))
-    loaded.diagnostics.sort(key=lambda d: (d.line, d.column))
-    return loaded

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,56 +13,14 @@ from pydantic import BaseModel, ValidationError
 
 from spork_cli.config.diagnostics import Diagnostic, format_path, has_errors
 from spork_cli.config.diagnostics import Path as KeyPath
-from spork_cli.config.locate import Positions, locate
+from spork_cli.config.lint import lint
+from spork_cli.config.loaded import Loaded, did_you_mean
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, UsageError
 
 MAX_FILE_SIZE = 16 * 1024 * 1024
 _ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
-
-
-@dataclass
-class Loaded:
-    """The outcome of reading one file: a config when it is valid, and what was found."""
-
-    file: str
-    text: str
-    config: GatewayConfig | None
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    _positions: Positions | None = None
-
-    @property
-    def positions(self) -> Positions:
-        if self._positions is None:
-            self._positions = locate(self.text)
-        return self._positions
-
-    @property
-    def base_dir(self) -> Path:
-        return Path(self.file).resolve().parent
-
-    def diag(
-        self,
-        path: KeyPath,
-        code: str,
-        message: str,
-        *,
-        severity: str = "error",
-        hint: str | None = None,
-        at: str = "value",
-    ) -> Diagnostic:
-        line, column = self.positions.find(path, prefer=at)
-        return Diagnostic(
-            file=self.file,
-            line=line,
-            column=column,
-            path=format_path(path),
-            severity="warning" if severity == "warning" else "error",
-            code=code,
-            message=message,
-            hint=hint,
-        )
 
 
 def read_text(file: str | Path) -> str:
@@ -124,10 +80,16 @@ def load_file(file: str | Path, env: Mapping[str, str] | None = None) -> Loaded:
     return parse_text(read_text(file), str(file), env)
 
 
+def check_file(file: str, env: dict[str, str] | None = None) -> Loaded:
+    """Schema and semantic diagnostics of one file, in file order (raises UsageError)."""
+    loaded = load_file(file, env)
+    loaded.diagnostics.extend(lint(loaded))
+    loaded.diagnostics.sort(key=lambda d: (d.line, d.column))
+    return loaded
+
+
 def load_config(file: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """A valid config or ConfigError listing every error (semantic checks included)."""
-    from spork_cli.config.lint import lint
-
     loaded = load_file(file, env)
     if loaded.config is not None:
         loaded.diagnostics.extend(lint(loaded))
@@ -262,7 +224,7 @@ def _from_validation(exc: ValidationError, loaded: Loaded, raw: Any) -> list[Dia
             continue
         if kind == "extra_forbidden":
             key = str(path[-1])
-            hint = _did_you_mean(key, _fields_at(path[:-1]))
+            hint = did_you_mean(key, _fields_at(path[:-1]))
             out.append(
                 loaded.diag(path, "unknown-key", f"unknown key '{key}'", hint=hint, at="key")
             )
@@ -284,7 +246,7 @@ def _from_validation(exc: ValidationError, loaded: Loaded, raw: Any) -> list[Dia
             value = err.get("input")
             # str() of a deeply nested table would exceed the recursion limit
             choices = re.findall(r"'([^']*)'", expected)
-            hint = _did_you_mean(value, choices) if isinstance(value, str) else None
+            hint = did_you_mean(value, choices) if isinstance(value, str) else None
             out.append(loaded.diag(path, "invalid-value", f"must be one of {expected}", hint=hint))
         elif kind == "string_pattern_mismatch":
             out.append(loaded.diag(path, "invalid-value", _pattern_message(path)))
@@ -343,11 +305,6 @@ def _toml_type(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     return type(value).__name__
-
-
-def _did_you_mean(word: str, candidates: list[str]) -> str | None:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
 
 
 def _fields_at(path: KeyPath) -> list[str]:

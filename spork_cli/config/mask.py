@@ -30,7 +30,7 @@ from spork_cli.config.secret_names import SECRET_NAME, is_secret_key
 
 if TYPE_CHECKING:
     from spork_cli.config.diagnostics import Diagnostic
-    from spork_cli.config.load import Loaded
+    from spork_cli.config.loaded import Loaded
     from spork_cli.config.model import GatewayConfig
 
 __all__ = ["SECRET_NAME", "Masker", "mask_loaded", "masker_for_file"]

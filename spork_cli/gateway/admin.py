@@ -9,25 +9,25 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 from aiohttp import web
 
 from spork_cli.config.redact import Redactor, redact_url
 from spork_cli.errors import StateError
-from spork_cli.gateway.app import SERVER, TABLE, TableHolder
-from spork_cli.gateway.listening import WORKERS, listening
+from spork_cli.gateway.admin_guard import Guard
+from spork_cli.gateway.admin_http import json_response, state_errors
+from spork_cli.gateway.admin_state import add_state_api, breaker_rows
+from spork_cli.gateway.app import SERVER
+from spork_cli.gateway.dashboard import add_dashboard
+from spork_cli.gateway.keys import GATEWAY_TABLE, WORKERS, TableHolder
+from spork_cli.gateway.listening import listening
+from spork_cli.gateway.metrics import metrics_handler
+from spork_cli.gateway.table import route_rows
 
 if TYPE_CHECKING:
     from spork_cli.gateway.upstream import ServicePool
 
 log = structlog.get_logger("spork.admin")
-
-GATEWAY = web.AppKey("spork.gateway", web.Application)
-
-
-def json_response(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -35,11 +35,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    holder = gateway.get(TABLE)
-    if holder is None:
-        return json_response({"status": "starting"}, status=503)
-    workers = gateway.get(WORKERS)
+    holder = request.app[GATEWAY_TABLE]
+    workers = request.app.get(WORKERS)
     if workers is not None:
         serving = listening()
         if serving < workers:
@@ -72,9 +69,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def services(request: web.Request) -> web.Response:
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None:
-        return json_response({"services": []}, status=503)
+    holder = request.app[GATEWAY_TABLE]
     snapshots = [_pool_row(pool) for pool in holder.current.pools.values()]
     healthy = all(s["healthy"] for s in snapshots)
     return json_response({"healthy": healthy, "services": snapshots})
@@ -92,22 +87,9 @@ def _pool_row(pool: ServicePool) -> dict[str, Any]:
     return row
 
 
-def holder_of(request: web.Request) -> TableHolder:
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None:
-        raise _Starting
-    return holder
-
-
-class _Starting(Exception):
-    """The gateway app has not finished starting: there is no table to show yet."""
-
-
 async def api_routes(request: web.Request) -> web.Response:
     """GET /api/routes: the compiled route table, in the order of the file."""
-    from spork_cli.gateway.table import route_rows
-
-    table = holder_of(request).current
+    table = request.app[GATEWAY_TABLE].current
     rows = route_rows(table)
     for row, route in zip(rows, table.routes, strict=True):
         row["name"] = route.config.name
@@ -119,9 +101,7 @@ async def api_routes(request: web.Request) -> web.Response:
 
 async def api_services(request: web.Request) -> web.Response:
     """GET /api/services: every service's endpoints and health, and its breaker if any."""
-    holder = holder_of(request)
-    from spork_cli.gateway.admin_state import breaker_rows
-
+    holder = request.app[GATEWAY_TABLE]
     try:
         states = await breaker_rows(holder)
     except StateError as exc:
@@ -145,7 +125,7 @@ async def api_services(request: web.Request) -> web.Response:
 
 async def api_config(request: web.Request) -> web.Response:
     """GET /api/config: the config being served, every secret redacted."""
-    holder = holder_of(request)
+    holder = request.app[GATEWAY_TABLE]
     redactor = await _redactor(holder)
     file = str(holder.config_file) if holder.config_file is not None else None
     return json_response({"file": file, "config": redactor.config_data()})
@@ -153,7 +133,7 @@ async def api_config(request: web.Request) -> web.Response:
 
 async def api_reloads(request: web.Request) -> web.Response:
     """GET /api/reloads: recent reload results, newest first, errors with their place."""
-    holder = holder_of(request)
+    holder = request.app[GATEWAY_TABLE]
     redactor = await _redactor(holder)
     return json_response({"reloads": redactor.scrub(list(reversed(holder.reloads)))})
 
@@ -168,47 +148,29 @@ async def _redactor(holder: TableHolder) -> Redactor:
     return Redactor(holder.current.config, text)
 
 
-def problem(status: int, slug: str, detail: str) -> web.Response:
-    from spork_cli.middleware.errors import problem_response
-
-    return problem_response(status, slug, detail)
-
-
-@web.middleware
-async def _while_starting(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except _Starting:
-        return problem(503, "starting", "the gateway is still starting")
-    return response
-
-
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER
 
 
-def build_admin_app(gateway: web.Application, token: str | None = None) -> web.Application:
-    """The admin app for the gateway app ``gateway``, guarded by ``token`` when given; start
-    the gateway first, so the ``[admin]`` and ``[metrics]`` settings are read from its table
-    (else the defaults apply)."""
-    from spork_cli.config.model import Admin, Metrics
-    from spork_cli.gateway.admin_guard import Guard
-    from spork_cli.gateway.admin_state import add_state_api
-    from spork_cli.gateway.dashboard import add_dashboard
-    from spork_cli.gateway.metrics import metrics_handler
-
-    holder = gateway.get(TABLE)
+def build_admin_app(
+    holder: TableHolder, token: str | None = None, *, workers: int | None = None
+) -> web.Application:
+    """The admin app looking into the gateway whose table switch is ``holder`` (a started
+    gateway's ``app[TABLE]``), guarded by ``token`` when given; ``workers``: the supervisor
+    of that many, ready once they all listen."""
     # Read once: both sections are static, so a reload changes neither the listener's routes
     # nor who it answers.
-    settings = holder.current.config.admin if holder is not None else Admin()
-    metrics = holder.current.config.metrics if holder is not None else Metrics()
+    settings = holder.current.config.admin
+    metrics = holder.current.config.metrics
     open_paths = {"/", "/dashboard/{name}"}  # constant files; the page asks for the token
     if settings.metrics_public:
         open_paths.add(metrics.path)
     guard = Guard.of(token, settings.host, settings.allowed_hosts, open_paths)
-    app = web.Application(middlewares=[guard.middleware(), _while_starting])
+    app = web.Application(middlewares=[guard.middleware(), state_errors])
     app.on_response_prepare.append(_server_header)
-    app[GATEWAY] = gateway
+    app[GATEWAY_TABLE] = holder
+    if workers is not None:
+        app[WORKERS] = workers
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/services", services)
@@ -225,7 +187,7 @@ def build_admin_app(gateway: web.Application, token: str | None = None) -> web.A
                 "metrics path is taken by the admin listener; not served", path=metrics.path
             )
         else:
-            app.router.add_get(metrics.path, metrics_handler(gateway))
+            app.router.add_get(metrics.path, metrics_handler(holder))
             metrics_path = metrics.path
     add_dashboard(app, metrics_path)
     return app

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from spork_cli.middleware.errors import problem_response
+from spork_cli.problems import problem_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -4,13 +4,17 @@ limits reset`, `spork cache purge`, `spork token revoke`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import orjson
 import structlog
 from aiohttp import web
 
-from spork_cli.errors import StateError
-from spork_cli.gateway.admin import GATEWAY, json_response, problem
-from spork_cli.gateway.app import TABLE, TableHolder
+from spork_cli.cache import cache_rows, cached_routes, purge
+from spork_cli.gateway.admin_http import json_response, problem, state_of
+from spork_cli.gateway.keys import TableHolder
+from spork_cli.limiter import limit_rows, reset_limits
+from spork_cli.state import breaker_key
 
 log = structlog.get_logger("spork.admin")
 
@@ -36,9 +40,7 @@ async def revoke(request: web.Request) -> web.Response:
     With Redis state `spork token revoke` writes to Redis itself; this endpoint is how it
     reaches a gateway whose state lives in its own memory.
     """
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
+    holder, store = state_of(request)
     try:
         body = await request.json(loads=orjson.loads)
         jti = body["jti"]
@@ -47,10 +49,7 @@ async def revoke(request: web.Request) -> web.Response:
         return problem(400, "bad-request", 'expected JSON {"jti": "...", "ttl": seconds}')
     if not isinstance(jti, str) or not jti or not 0 < ttl <= MAX_REVOKE_TTL:
         return problem(400, "bad-request", "jti must be a non-empty string, ttl in (0, 1 year]")
-    try:
-        await holder.resources.store.revoke(jti, ttl)
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    await store.revoke(jti, ttl)
     verifier = holder.current.verifier
     if verifier is not None:
         verifier.forget(jti)
@@ -59,49 +58,30 @@ async def revoke(request: web.Request) -> web.Response:
 
 async def revocation(request: web.Request) -> web.Response:
     """GET /api/revocations?jti=...: whether this gateway's state store denies that jti."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
+    _, store = state_of(request)
     jti = request.query.get("jti", "")
     if not jti:
         return problem(400, "bad-request", "pass the jti as ?jti=...")
-    try:
-        revoked = await holder.resources.store.is_revoked(jti)
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    revoked = await store.is_revoked(jti)
     return json_response({"jti": jti, "revoked": revoked})
 
 
 async def instances(request: web.Request) -> web.Response:
     """Every gateway whose heartbeat this one's state store holds (with memory state: itself)."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
-    try:
-        found = await holder.resources.store.instances()
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    _, store = state_of(request)
+    found = await store.instances()
     return json_response({"instances": [orjson.loads(v) for v in found.values()]})
 
 
 async def breakers(request: web.Request) -> web.Response:
     """GET /api/breakers: every service's breaker as stored (services without one omitted)."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
-    try:
-        found = await breaker_rows(holder)
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    holder, _ = state_of(request)
+    found = await breaker_rows(holder)
     return json_response({"breakers": list(found.values())})
 
 
 async def breaker_rows(holder: TableHolder) -> dict[str, dict[str, object]]:
     """Each service with a breaker -> its breaker as stored (closed when nothing is)."""
-    from dataclasses import asdict
-
-    from spork_cli.state import breaker_key
-
     config = holder.current.config
     store = holder.resources.store
     found: dict[str, dict[str, object]] = {}
@@ -118,31 +98,23 @@ async def breaker_rows(holder: TableHolder) -> dict[str, dict[str, object]]:
 
 async def breaker_action(request: web.Request) -> web.Response:
     """POST /api/breakers?service=S&action=open|close|reset|clear."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
-    from spork_cli.state import breaker_key
-
+    holder, store = state_of(request)
     config = holder.current.config
     service = request.query.get("service", "")
     action = request.query.get("action", "")
     if config.service(service) is None:
         return problem(404, "unknown-service", f"no service named {service!r}")
     key = breaker_key(config.state.prefix, service)
-    store = holder.resources.store
-    try:
-        if action == "open":
-            await store.breaker_force(key, "open")
-        elif action == "close":
-            await store.breaker_force(key, "closed")
-        elif action == "clear":
-            await store.breaker_force(key, None)
-        elif action == "reset":
-            await store.breaker_reset(key)
-        else:
-            return problem(400, "bad-request", "action must be open, close, clear or reset")
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    if action == "open":
+        await store.breaker_force(key, "open")
+    elif action == "close":
+        await store.breaker_force(key, "closed")
+    elif action == "clear":
+        await store.breaker_force(key, None)
+    elif action == "reset":
+        await store.breaker_reset(key)
+    else:
+        return problem(400, "bad-request", "action must be open, close, clear or reset")
     if holder.resources.breakers is not None:
         holder.resources.breakers.invalidate(service)
     return json_response({"service": service, "action": action})
@@ -150,34 +122,23 @@ async def breaker_action(request: web.Request) -> web.Response:
 
 async def limits(request: web.Request) -> web.Response:
     """GET /api/limits?route=&key=: what each client has left. POST: reset (route required)."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
-    from spork_cli.limiter import limit_rows, reset_limits
+    holder, store = state_of(request)
 
     route = request.query.get("route") or None
     key = request.query.get("key") or None
     config = holder.current.config
-    try:
-        if request.method == "POST":
-            if route is None:
-                return problem(400, "bad-request", "name the route to reset: ?route=...")
-            deleted = await reset_limits(holder.resources.store, config, route, key)
-            return json_response({"route": route, "deleted": deleted})
-        return json_response(
-            {"limits": await limit_rows(holder.resources.store, config, route, key)}
-        )
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    if request.method == "POST":
+        if route is None:
+            return problem(400, "bad-request", "name the route to reset: ?route=...")
+        deleted = await reset_limits(store, config, route, key)
+        return json_response({"route": route, "deleted": deleted})
+    return json_response({"limits": await limit_rows(store, config, route, key)})
 
 
 async def cache(request: web.Request) -> web.Response:
     """GET /api/cache?route=: entries and hit counts per cached route. POST /api/cache/purge
     ?route=&path=&key=: delete entries (every cached route when no route is named)."""
-    holder = request.app[GATEWAY].get(TABLE)
-    if holder is None or holder.resources.store is None:
-        return problem(503, "starting", "the gateway is still starting")
-    from spork_cli.cache import cache_rows, cached_routes, purge
+    holder, store = state_of(request)
 
     query = {name: request.query.get(name) for name in ("route", "path", "key")}
     if "" in query.values():
@@ -186,17 +147,12 @@ async def cache(request: web.Request) -> web.Response:
     config = holder.current.config
     if query["route"] is not None and not cached_routes(config, query["route"]):
         return problem(404, "no-such-route", f"no cached route is named {query['route']!r}")
-    try:
-        if request.method == "POST":
-            deleted = await purge(holder.resources.store, config, **query)
-            return json_response(query | {"deleted": deleted})
-        # This instance's answers so far are counted first (they are otherwise added to the
-        # store's counters every half second).
-        for route in holder.current.routes:
-            if route.cache is not None:
-                await route.cache.counters.flush()
-        return json_response(
-            {"cache": await cache_rows(holder.resources.store, config, query["route"])}
-        )
-    except StateError as exc:
-        return problem(503, "state-unavailable", str(exc))
+    if request.method == "POST":
+        deleted = await purge(store, config, **query)
+        return json_response(query | {"deleted": deleted})
+    # This instance's answers so far are counted first (they are otherwise added to the
+    # store's counters every half second).
+    for route in holder.current.routes:
+        if route.cache is not None:
+            await route.cache.counters.flush()
+    return json_response({"cache": await cache_rows(store, config, query["route"])})

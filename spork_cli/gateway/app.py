@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -14,51 +13,47 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from spork_cli.breaker import BreakerCache
 from spork_cli.config.model import GatewayConfig
+from spork_cli.config.redact import redact_url
 from spork_cli.gateway.accesslog import AccessLog
 from spork_cli.gateway.canonical import BadPath, canonical_path, canonical_target
-from spork_cli.gateway.compile import GatewayTable, Resources, close_table, compile_table
-from spork_cli.gateway.header_edits import HeaderEdits
-from spork_cli.gateway.metrics import METRICS, UNMATCHED, GatewayMetrics
+from spork_cli.gateway.compile import Resources, close_table, compile_table
+from spork_cli.gateway.heartbeat import heartbeat_ctx
+from spork_cli.gateway.keys import (
+    EDGE_HEADERS,
+    ENDPOINT,
+    METRICS,
+    REQUEST_ID,
+    RESPONSE_EDITS,
+    TABLE,
+    UPSTREAM_SECONDS,
+    TableHolder,
+)
+from spork_cli.gateway.metrics import UNMATCHED, GatewayMetrics, snapshots_ctx
+from spork_cli.gateway.reload import reloader_ctx
 from spork_cli.gateway.table import CompiledRoute, RouteTable
-from spork_cli.middleware import ENDPOINT, REQUEST_ID, UPSTREAM_SECONDS
-from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer
-from spork_cli.middleware.errors import (
+from spork_cli.middleware.cors import PREFLIGHT
+from spork_cli.middleware.request_id import request_id
+from spork_cli.problems import (
     CONTENT_TYPE,
     HTTPProblem,
     problem_body,
     problem_response,
     render,
 )
-from spork_cli.middleware.request_id import request_id
-from spork_cli.middleware.security import Pairs
+from spork_cli.state import StateStore
+from spork_cli.state.memory import MemoryStore
+from spork_cli.state.open import store_from_config
+from spork_cli.state.outage import StateOutage
+from spork_cli.state.served import SOCKET_ENV, ServedStore
 
 log = structlog.get_logger("spork.gateway")
 
 SERVER = "spork"  # never a version: nothing to fingerprint
 
 
-@dataclass(eq=False)
-class TableHolder:
-    """The one reference a reload swaps; requests read ``current`` once each."""
-
-    current: GatewayTable
-    config_file: Path | None = None
-    access_log: AccessLog | None = None
-    watch: bool = False
-    # Applied to every config read from the file (command-line overrides of static settings).
-    prepare: Callable[[GatewayConfig], GatewayConfig] | None = None
-    resources: Resources = field(default_factory=Resources)
-    reloads: list[dict[str, object]] = field(default_factory=list)
-
-
-TABLE = web.AppKey("spork.table", TableHolder)
-# The security headers and CORS answer of this request's response: dispatch decides them, the
-# prepare hook applies them (also to streamed answers, which the proxy prepares itself).
-EDGE_HEADERS: web.RequestKey[tuple[Pairs, CorsAnswer | None]] = web.RequestKey("spork.edge")
 CLIENT_CLOSED = 499
-# The route's [routes.response_headers], applied last by the same hook.
-RESPONSE_EDITS = web.RequestKey("spork.response_edits", HeaderEdits)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -298,9 +293,6 @@ def build_app(
         app[METRICS] = GatewayMetrics(config.metrics.buckets)
 
     async def tables(app: web.Application) -> AsyncIterator[None]:
-        from spork_cli.state import StateStore, store_from_config
-        from spork_cli.state.memory import MemoryStore
-        from spork_cli.state.served import SOCKET_ENV, ServedStore
 
         base_dir = config_file.resolve().parent if config_file is not None else Path.cwd()
         served = os.environ.get(SOCKET_ENV) if config.state.backend == "memory" else None
@@ -310,9 +302,6 @@ def build_app(
         )
         await store.start()
         local = MemoryStore(config.state) if config.state.backend != "memory" else None
-        from spork_cli.breaker import BreakerCache
-        from spork_cli.config.redact import redact_url
-        from spork_cli.state.outage import StateOutage
 
         prefix = config.state.prefix
         metrics = app.get(METRICS)
@@ -337,7 +326,7 @@ def build_app(
             await outage.close()
             await store.close()
             raise
-        app[TABLE] = TableHolder(table, config_file, access_log, watch, prepare, resources)
+        app[TABLE] = TableHolder(table, resources, config_file, access_log, watch, prepare)
         yield
         current = app[TABLE].current
         await close_table(current, current.config.server.timeouts.shutdown)
@@ -347,15 +336,11 @@ def build_app(
             access_log.flush()
 
     app.cleanup_ctx.append(tables)
-    from spork_cli.gateway.heartbeat import heartbeat_ctx
-    from spork_cli.gateway.metrics import snapshots_ctx
 
     app.cleanup_ctx.append(heartbeat_ctx)
     if snapshots:
         app.cleanup_ctx.append(snapshots_ctx)
     if config_file is not None:
-        from spork_cli.gateway.reload import reloader_ctx
-
         app.cleanup_ctx.append(reloader_ctx)
     return app
 

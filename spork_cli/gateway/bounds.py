@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
-from spork_cli.middleware.errors import CONTENT_TYPE, problem_body
 from spork_cli.middleware.request_id import request_id
+from spork_cli.problems import CONTENT_TYPE, problem_body
 
 if TYPE_CHECKING:
     from spork_cli.config.model import Server

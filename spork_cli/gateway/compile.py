@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import ClientTimeout, web
 
+from spork_cli.auth.jwks import JwksCache
+from spork_cli.auth.verify import Verifier
 from spork_cli.config.model import GatewayConfig
 from spork_cli.errors import ConfigError, StateError
 from spork_cli.gateway.forwarding import Forwarding
@@ -24,11 +26,17 @@ from spork_cli.gateway.table import CompiledRoute, RouteTable, allowed_methods
 from spork_cli.gateway.upstream import ServicePool
 from spork_cli.headers import DEFAULT_IDENTITY_HEADERS, PROTECTED_RESPONSE, protected_request
 from spork_cli.middleware import Middleware, chain
+from spork_cli.middleware.auth import auth_middleware
+from spork_cli.middleware.breaker import breaker_middleware
+from spork_cli.middleware.cache import RouteCache, invalidating
 from spork_cli.middleware.cors import PREFLIGHT, CorsAnswer, CorsPolicy
 from spork_cli.middleware.deny import DenyRules, deny_rules
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.middleware.ratelimit import ratelimit_middleware
 from spork_cli.middleware.security import HeaderSet, Pairs, compile_headers
+from spork_cli.middleware.validate import load_validator, validate_middleware
+from spork_cli.problems import HTTPProblem
 from spork_cli.state import StateStore
+from spork_cli.state.outage import StateOutage
 
 if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
@@ -56,8 +64,6 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.store is not None and self.outage is None:
-            from spork_cli.state.outage import StateOutage
-
             self.outage = StateOutage(self.store, self.store.backend)
 
 
@@ -214,8 +220,6 @@ def _edge(
         except re.error as exc:
             raise ConfigError(f"route {route.route_id}: invalid origin regex: {exc}") from exc
         if route.body_schema is not None and route.body_schema not in validators:
-            from spork_cli.middleware.validate import load_validator
-
             validators[route.body_schema] = load_validator(base_dir, route.body_schema)
     edge = Edge(forwarding, security, tuple(route_security), tuple(route_cors), deny)
     return edge, validators
@@ -227,8 +231,6 @@ async def _verifier(
     auth = config.auth
     if auth is None:
         return None, None
-    from spork_cli.auth.jwks import JwksCache
-    from spork_cli.auth.verify import Verifier
 
     jwks: JwksCache | None = None
     if auth.jwks_url is not None:
@@ -280,13 +282,9 @@ def _middlewares(
     before the chain, in the dispatcher (see ``Edge``)."""
     chain: list[Middleware] = []
     if route.config.auth != "none" and verifier is not None and config.auth is not None:
-        from spork_cli.middleware.auth import auth_middleware
-
         chain.append(auth_middleware(route.config, config.auth, verifier))
     outage = resources.outage
     if route.config.rate_limit is not None and resources.store is not None:
-        from spork_cli.middleware.ratelimit import ratelimit_middleware
-
         assert outage is not None
         chain.append(
             ratelimit_middleware(
@@ -301,8 +299,6 @@ def _middlewares(
         )
     cache = route.config.cache
     if cache is not None and resources.store is not None:
-        from spork_cli.middleware.cache import RouteCache
-
         assert outage is not None
         route.cache = RouteCache(
             route.config,
@@ -318,17 +314,12 @@ def _middlewares(
         chain.append(route.cache)
     elif resources.store is not None and any(r.cache is not None for r in config.routes):
         # A successful unsafe request here invalidates what a cached route holds for it.
-        from spork_cli.middleware.cache import invalidating
 
         chain.append(invalidating)
     if validator is not None:
-        from spork_cli.middleware.validate import validate_middleware
-
         chain.append(validate_middleware(validator, route.max_body))
     breaker = route.pool.config.breaker
     if breaker is not None and resources.breakers is not None:
-        from spork_cli.middleware.breaker import breaker_middleware
-
         assert outage is not None
         chain.append(
             breaker_middleware(

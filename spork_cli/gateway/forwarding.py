@@ -19,9 +19,9 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from spork_cli.auth.claims import Identity, claim_value
-from spork_cli.middleware import IDENTITY, REQUEST_ID
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.gateway.keys import IDENTITY, REQUEST_ID
 from spork_cli.middleware.request_id import traceparent
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from spork_cli.gateway.balancer import EndpointState

@@ -16,16 +16,14 @@ from aiohttp import web
 
 from spork_cli import __version__
 from spork_cli.errors import StateError
-from spork_cli.gateway.listening import WORKERS
+from spork_cli.gateway.keys import INSTANCE, TABLE, WORKERS
 
 BEAT = 5.0
-INSTANCE = web.AppKey("spork.instance", str)
 # A worker of `spork serve --workers N` names its supervisor's instance id here.
 SUPERVISOR_ENV = "SPORK_SUPERVISOR"
 
 
 def instance_info(app: web.Application, started: float) -> bytes:
-    from spork_cli.gateway.app import TABLE
 
     holder = app[TABLE]
     config = holder.current.config
@@ -49,7 +47,6 @@ def instance_info(app: web.Application, started: float) -> bytes:
 
 
 async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
-    from spork_cli.gateway.app import TABLE
 
     app[INSTANCE] = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     started = time.time()

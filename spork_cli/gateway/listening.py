@@ -11,12 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aiohttp import web
-
 from spork_cli.gateway.metrics import MULTIPROCESS_ENV, process_alive
 
-# Set on the supervisor's app: how many workers must listen before it is ready.
-WORKERS = web.AppKey("spork.workers", int)
 SUFFIX = ".listening"
 PROC = Path("/proc/self")
 

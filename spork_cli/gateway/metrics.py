@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from spork_cli.gateway.keys import METRICS
+
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
+    from spork_cli.gateway.keys import TableHolder
     from spork_cli.gateway.table import RouteTable
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -292,25 +295,16 @@ async def snapshots_ctx(app: web.Application) -> AsyncIterator[None]:
     write()  # the last requests counted before exit
 
 
-METRICS = web.AppKey("spork.metrics", GatewayMetrics)
-
-
-def metrics_handler(
-    gateway: web.Application,
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The admin listener's ``/metrics`` for the gateway app ``gateway``."""
+def metrics_handler(holder: TableHolder) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The admin listener's ``/metrics`` for the gateway whose table switch is ``holder``."""
 
     async def serve(request: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        from spork_cli.gateway.app import TABLE
-
-        metrics = gateway.get(METRICS)
+        metrics = holder.resources.metrics
         if metrics is None:
             raise web.HTTPNotFound(text="metrics are off ([metrics] enabled = false)")
-        holder = gateway.get(TABLE)
-        table = holder.current if holder is not None else None
-        response = web.Response(body=exposition(metrics, table))
+        response = web.Response(body=exposition(metrics, holder.current))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 

@@ -27,12 +27,13 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from yarl import URL
 
-from spork_cli.gateway.app import TABLE, dispatch
+from spork_cli.gateway.app import dispatch
 from spork_cli.gateway.bounds import DEFAULT_BOUNDS, LINGER, Bounds, Refusal, Refusals, head_size
+from spork_cli.gateway.keys import TABLE
 from spork_cli.middleware.body import BodyTimeout
-from spork_cli.middleware.errors import problem_response
 from spork_cli.middleware.request_id import request_id
 from spork_cli.middleware.security import NO_PAIRS, Pairs
+from spork_cli.problems import problem_response
 
 
 def no_headers() -> Pairs:

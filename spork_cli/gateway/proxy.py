@@ -22,7 +22,7 @@ from yarl import URL
 
 from spork_cli.gateway import h1
 from spork_cli.gateway.forwarding import require_utf8, response_headers
-from spork_cli.middleware import (
+from spork_cli.gateway.keys import (
     BODY,
     CAPTURE,
     ENDPOINT,
@@ -30,8 +30,10 @@ from spork_cli.middleware import (
     RESPONSE_HEADERS,
     UPSTREAM_SECONDS,
 )
+from spork_cli.gateway.table import strip
+from spork_cli.gateway.websocket import proxy_websocket
 from spork_cli.middleware.body import BodyLimit
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from spork_cli.cache import Capture
@@ -49,8 +51,6 @@ BUFFERED_RESPONSE = 256 * 1024
 async def forward(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
     """The innermost handler of every route."""
     if request.headers.get("Upgrade", "").lower() == "websocket" and route.config.websocket:
-        from spork_cli.gateway.websocket import proxy_websocket
-
         return await proxy_websocket(request, route)
     limit = BodyLimit(route.max_body)
     try:
@@ -396,7 +396,6 @@ async def _request_body(request: web.Request, limit: BodyLimit) -> tuple[object,
 
 
 def _upstream_path(route: CompiledRoute, raw_path: str) -> str:
-    from spork_cli.gateway.table import strip
 
     return strip(route, raw_path)
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from spork_cli.config.load import load_config
 from spork_cli.config.mask import masker_for_file
 from spork_cli.config.model import GatewayConfig
 from spork_cli.config.restart import keep_static, plain, static_changes
 from spork_cli.errors import ConfigError, SporkError
-from spork_cli.gateway.app import TABLE, TableHolder
 from spork_cli.gateway.compile import compile_table, retire
-from spork_cli.gateway.metrics import METRICS
+from spork_cli.gateway.keys import METRICS, RELOADER, TABLE, TableHolder
 
 log = structlog.get_logger("spork.reload")
 
@@ -91,7 +91,6 @@ class Reloader:
         return result
 
     async def _reload(self, trigger: str) -> dict[str, object]:
-        from spork_cli.config.load import load_config
 
         started = time.time()
         result: dict[str, object] = {"at": started, "trigger": trigger}
@@ -188,6 +187,3 @@ async def reloader_ctx(app: web.Application) -> AsyncIterator[None]:
     if watcher is not None:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-
-
-RELOADER = web.AppKey("spork.reloader", Reloader)

@@ -13,10 +13,16 @@ import structlog
 from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
+from spork_cli.demo import start_demo
 from spork_cli.errors import SporkError, UsageError
 from spork_cli.gateway.accesslog import AccessLog
+from spork_cli.gateway.admin import build_admin_app
+from spork_cli.gateway.app import build_app
 from spork_cli.gateway.bounds import Bounds
+from spork_cli.gateway.keys import TABLE
+from spork_cli.gateway.listening import mark_listening, unmark_listening
 from spork_cli.gateway.protocol import GatewayRunner
+from spork_cli.gateway.startup import REPORT_WAIT, start_checks, stop_checks
 
 log = structlog.get_logger("spork.serve")
 
@@ -64,9 +70,6 @@ async def run(
     prepare: Callable[[GatewayConfig], GatewayConfig] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight requests and close everything."""
-    from spork_cli.gateway.admin import build_admin_app
-    from spork_cli.gateway.app import build_app
-    from spork_cli.gateway.startup import REPORT_WAIT, start_checks, stop_checks
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,8 +82,6 @@ async def run(
     checks: asyncio.Task[None] | None = None
     try:
         if serve_demo and config.demo.enabled:
-            from spork_cli.demo import start_demo
-
             demo = await start_demo(config.demo.host, config.demo.port)
         console = {"json": False, "console": True}.get(config.logging.format)
         app = build_app(
@@ -114,14 +115,14 @@ async def run(
             shutdown_timeout=drain,
         )
         if worker:
-            from spork_cli.gateway.listening import mark_listening
-
             mark_listening()  # the supervisor's readiness counts it
         admin_url = None
         if serve_admin and config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
             # Its own errors (a malformed request) are problem+json without aiohttp's Server.
-            admin = GatewayRunner(build_admin_app(app, token), access_log=None, shutdown_timeout=1)
+            admin = GatewayRunner(
+                build_admin_app(app[TABLE], token), access_log=None, shutdown_timeout=1
+            )
             await admin.setup()
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)
             admin_url = f"http://{_host(config.admin.host)}:{config.admin.port}"
@@ -136,8 +137,6 @@ async def run(
         )
         await stop.wait()
         if worker:
-            from spork_cli.gateway.listening import unmark_listening
-
             unmark_listening()  # draining: no longer counted as serving
         log.info("shutting down: draining in-flight requests", timeout=drain)
     finally:

@@ -17,6 +17,7 @@ from yarl import URL
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.config.redact import redact_url
+from spork_cli.gateway.keys import TABLE
 from spork_cli.health import seconds
 from spork_cli.state import StateStore
 from spork_cli.state.diagnose import CHECK_TIMEOUT, check
@@ -83,7 +84,6 @@ REPORT_WAIT = 0.25
 
 def start_checks(gateway: web.Application) -> asyncio.Task[None]:
     """The checks for ``gateway`` (set up: its table compiled), running in the background."""
-    from spork_cli.gateway.app import TABLE
 
     holder = gateway[TABLE]
     resources = holder.resources

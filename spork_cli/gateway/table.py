@@ -67,7 +67,8 @@ class CompiledRoute:
             request, endpoint, self.pool.config.preserve_host, keep_length=keep_length
         )
         if self.cache is not None:
-            from spork_cli.middleware import UPSTREAM_CONDITIONS
+            # Here, not at the top: `spork routes` reads this module without aiohttp.
+            from spork_cli.gateway.keys import UPSTREAM_CONDITIONS
 
             conditions = request.get(UPSTREAM_CONDITIONS)
             if conditions is not None:

@@ -10,8 +10,10 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from spork_cli.middleware import ENDPOINT, REQUEST_ID
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.gateway.forwarding import require_utf8
+from spork_cli.gateway.keys import ENDPOINT, REQUEST_ID
+from spork_cli.gateway.table import strip
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from spork_cli.gateway.table import CompiledRoute
@@ -28,8 +30,6 @@ _SKIP = frozenset(
 
 
 async def proxy_websocket(request: web.Request, route: CompiledRoute) -> web.StreamResponse:
-    from spork_cli.gateway.forwarding import require_utf8
-    from spork_cli.gateway.table import strip
 
     pool = route.pool
     endpoint = pool.balancer.pick()

@@ -20,7 +20,15 @@ import structlog
 from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
+from spork_cli.demo import start_demo
+from spork_cli.gateway.admin import build_admin_app
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.heartbeat import SUPERVISOR_ENV
+from spork_cli.gateway.keys import INSTANCE, RELOADER, TABLE, WORKERS
 from spork_cli.gateway.metrics import MULTIPROCESS_ENV
+from spork_cli.gateway.protocol import GatewayRunner
+from spork_cli.gateway.server import _listen_error, _start_site
+from spork_cli.gateway.startup import start_checks, stop_checks
 from spork_cli.state.served import SOCKET_ENV, StoreServer
 
 log = structlog.get_logger("spork.workers")
@@ -75,8 +83,6 @@ def _check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            from spork_cli.gateway.server import _listen_error
-
             raise _listen_error("requests", host, port, exc) from exc
 
 
@@ -89,14 +95,6 @@ async def _supervise(
     prepare: Callable[[GatewayConfig], GatewayConfig] | None,
 ) -> int:
     """Run the workers until SIGTERM/SIGINT; the exit code to end with."""
-    from spork_cli.gateway.admin import build_admin_app
-    from spork_cli.gateway.app import TABLE, build_app
-    from spork_cli.gateway.heartbeat import INSTANCE, SUPERVISOR_ENV
-    from spork_cli.gateway.listening import WORKERS
-    from spork_cli.gateway.protocol import GatewayRunner
-    from spork_cli.gateway.reload import RELOADER
-    from spork_cli.gateway.server import _start_site
-    from spork_cli.gateway.startup import start_checks, stop_checks
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -119,8 +117,6 @@ async def _supervise(
 
     try:
         if config.demo.enabled:
-            from spork_cli.demo import start_demo
-
             runners.append(await start_demo(config.demo.host, config.demo.port))
         # Not a serving instance: the workers serve, and write the metrics it adds up.
         shadow_app = build_app(config, config_file, watch=watch, prepare=prepare, snapshots=False)
@@ -138,7 +134,10 @@ async def _supervise(
         env[SUPERVISOR_ENV] = shadow_app[INSTANCE]
         if config.admin.enabled:
             token = config.admin.token.get_secret_value() if config.admin.token else None
-            admin = GatewayRunner(build_admin_app(shadow.app, token), access_log=None)
+            admin = GatewayRunner(
+                build_admin_app(shadow_app[TABLE], token, workers=config.server.workers),
+                access_log=None,
+            )
             await admin.setup()
             runners.insert(0, admin)
             await _start_site(admin, "the admin API", config.admin.host, config.admin.port)

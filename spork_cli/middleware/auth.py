@@ -10,8 +10,9 @@ from aiohttp import web
 from spork_cli.auth import TokenRejected
 from spork_cli.auth.claims import Identity, missing
 from spork_cli.auth.verify import extract_token
-from spork_cli.middleware import IDENTITY, Handler, Middleware
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.gateway.keys import IDENTITY
+from spork_cli.middleware import Handler, Middleware
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from spork_cli.auth.verify import Verifier

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.problems import HTTPProblem
 
 CHUNK = 64 * 1024
 # Inflated bytes made per step: a step takes well under a millisecond, and the loop runs

@@ -11,7 +11,7 @@ from aiohttp import web
 from spork_cli.breaker import BreakerCache, is_failure
 from spork_cli.errors import StateError
 from spork_cli.middleware import Handler, Middleware
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.problems import HTTPProblem
 from spork_cli.state import BreakerDecision, BreakerPolicy
 
 if TYPE_CHECKING:

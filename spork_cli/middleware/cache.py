@@ -35,18 +35,20 @@ from spork_cli.cache import (
     url_digest,
 )
 from spork_cli.errors import StateError
+from spork_cli.gateway.canonical import BadPath, canonical_target
 from spork_cli.gateway.forwarding import PROXY_ONLY
-from spork_cli.gateway.metrics import METRICS
-from spork_cli.middleware import (
+from spork_cli.gateway.keys import (
     CAPTURE,
     IDENTITY,
+    METRICS,
     REQUEST_ID,
     RESPONSE_HEADERS,
+    TABLE,
     UPSTREAM_CONDITIONS,
     UPSTREAM_SECONDS,
-    Handler,
 )
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.middleware import Handler
+from spork_cli.problems import HTTPProblem
 from spork_cli.state import CacheHit, StateStore, cache_key, cache_marker_key, cache_stats_key
 
 if TYPE_CHECKING:
@@ -699,8 +701,6 @@ def _same_authority(reference: str, base: str, host: str) -> str | None:
 
 
 async def invalidate_targets(request: web.Request, targets: list[str]) -> None:
-    from spork_cli.gateway.app import TABLE
-    from spork_cli.gateway.canonical import BadPath, canonical_target
 
     holder = request.app.get(TABLE)
     if holder is None:

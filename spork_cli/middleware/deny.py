@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from spork_cli.errors import StateError
 from spork_cli.gateway.forwarding import parse_address
-from spork_cli.gateway.metrics import METRICS
+from spork_cli.gateway.keys import IDENTITY, METRICS, RESPONSE_HEADERS
 from spork_cli.limiter import Limit, acquire, client_key, headers
-from spork_cli.middleware import IDENTITY, RESPONSE_HEADERS, Handler, Middleware
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.middleware import Handler, Middleware
+from spork_cli.problems import HTTPProblem
 from spork_cli.state import StateStore, limit_key
 from spork_cli.state.memory import MemoryStore
 from spork_cli.state.memory_limiter import LimiterFull

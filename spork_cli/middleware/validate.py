@@ -22,7 +22,8 @@ import orjson
 from aiohttp import web
 
 from spork_cli.errors import ConfigError
-from spork_cli.middleware import BODY, Handler, Middleware
+from spork_cli.gateway.keys import BODY
+from spork_cli.middleware import Handler, Middleware
 from spork_cli.middleware.body import (
     ACCEPT_ENCODING,
     INFLATERS,
@@ -30,7 +31,7 @@ from spork_cli.middleware.body import (
     read_inflated,
     read_limited,
 )
-from spork_cli.middleware.errors import HTTPProblem
+from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

@@ -1,4 +1,5 @@
-"""Shared state: the StateStore protocol and the factory that picks a backend from config.
+"""Shared state: the StateStore protocol, its values and its key layout (`spork_cli.state.open`
+picks a backend from config).
 
 Backends offer a few atomic primitives, each one round trip; the algorithms built on them
 (limiter, breaker, cache) live elsewhere. Key layout (stable: the CLI reads it)::
@@ -22,11 +23,11 @@ Braces are Redis Cluster hash tags: everything about one entity lives in one slo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from spork_cli.config.model import Breaker, State
+from spork_cli.config.model import Breaker
 
 Algorithm = Literal["gcra", "token_bucket", "sliding_window"]
 ALGORITHMS: tuple[Algorithm, ...] = ("gcra", "token_bucket", "sliding_window")
@@ -288,14 +289,3 @@ def revoked_key(prefix: str, jti: str) -> str:
 
 def instance_key(prefix: str, instance: str) -> str:
     return f"{prefix}:instances:{instance}"
-
-
-def store_from_config(state: State) -> StateStore:
-    from spork_cli.state.memory import MemoryStore
-    from spork_cli.state.redis import RedisStore
-
-    factories: dict[str, Callable[[State], StateStore]] = {
-        "memory": MemoryStore,
-        "redis": RedisStore,
-    }
-    return factories[state.backend](state)

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from spork_cli.config.load import load_config
 from spork_cli.gateway.admin import build_admin_app
-from spork_cli.gateway.app import TABLE, TableHolder, build_app
-from spork_cli.gateway.reload import RELOADER
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import RELOADER, TABLE, TableHolder
 from tests.support import replace_file
 
 Client = TestClient[web.Request, web.Application]
@@ -73,7 +73,7 @@ def start_admin(aiohttp_client: ClientFactory, tmp_path: Path) -> StartAdmin:
         path = tmp_path / "gateway.toml"
         path.write_text(toml)
         gateway = await aiohttp_client(build_app(load_config(path), path, snapshots=False))
-        admin = await aiohttp_client(build_admin_app(gateway.app, token))
+        admin = await aiohttp_client(build_admin_app(gateway.app[TABLE], token))
         return Admin(gateway, admin, path, token)
 
     return start

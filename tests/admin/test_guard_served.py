@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from spork_cli.config.diagnostics import Diagnostic
-from spork_cli.config.lint import check_file
+from spork_cli.config.load import check_file
 from tests.conftest import StartSpork
 from tests.support import (
     LOOPBACK,

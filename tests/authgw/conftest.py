@@ -27,7 +27,8 @@ from aiohttp.test_utils import TestClient
 from spork_cli.auth.verify import Verifier
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
-from spork_cli.gateway.app import TABLE, build_app
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 
 # The auth tests' keys, re-exported: one set per process, however many folders sign with them.
 from tests.auth.keyring import jwk as jwk
@@ -173,7 +174,7 @@ def admin_api(aiohttp_client: ClientFactory) -> Callable[..., Awaitable[Client]]
     """`await admin_api(gateway_client, token=None)`: that gateway's admin app, served."""
 
     async def start(gateway: Client, token: str | None = None) -> Client:
-        return await aiohttp_client(build_admin_app(gateway.app, token))
+        return await aiohttp_client(build_admin_app(gateway.app[TABLE], token))
 
     return start
 

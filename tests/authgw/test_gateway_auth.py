@@ -18,7 +18,8 @@ from aiohttp import web
 
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.accesslog import AccessLog
-from spork_cli.gateway.app import TABLE, build_app
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from tests.authgw.conftest import (
     AUDIENCE,
     ISSUER,

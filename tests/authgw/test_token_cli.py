@@ -25,6 +25,7 @@ import pytest
 from spork_cli.config.load import load_config
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from tests.authgw.conftest import (
     REPO_SECRET,
     bearer,
@@ -404,7 +405,7 @@ async def test_verify_sees_the_revocation_of_a_jti_with_reserved_characters(
 ) -> None:
     monkeypatch.delenv("SPORK_JWT_SECRET", raising=False)
     gateway = await aiohttp_client(build_app(load_config(repo_config.path)))
-    admin = build_admin_app(gateway.app)
+    admin = build_admin_app(gateway.app[TABLE])
     await aiohttp_server(admin, port=repo_config.admin_port)
     plain, reserved = repo_token(jti="plain-jti"), repo_token(jti="team/7?x#y")
     for token in (plain, reserved):

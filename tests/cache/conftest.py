@@ -23,6 +23,7 @@ from multidict import CIMultiDictProxy
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from tests.support import Upstream
 
 Client = TestClient[web.Request, web.Application]
@@ -105,7 +106,7 @@ def admin_api(aiohttp_client: ClientFactory) -> Callable[[Client], Awaitable[Cli
     """`await admin_api(gateway_client)`: that gateway's admin app, served on loopback."""
 
     async def start(gateway_client: Client) -> Client:
-        return await aiohttp_client(build_admin_app(gateway_client.app))
+        return await aiohttp_client(build_admin_app(gateway_client.app[TABLE]))
 
     return start
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from spork_cli.config.load import load_config
 from spork_cli.gateway.admin import build_admin_app
 from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from tests.cache.conftest import ROUTE, Client, ClientFactory, fetch
 from tests.conftest import StartSpork
 from tests.support import (
@@ -176,7 +177,7 @@ async def test_an_empty_key_never_purges_everything(
     config = write_config(tmp_path, origin.url)
     client = await aiohttp_client(build_app(load_config(config.path)))
     # The running gateway's admin API, on the port the CLI reads from the config.
-    admin = web.AppRunner(build_admin_app(client.app))
+    admin = web.AppRunner(build_admin_app(client.app[TABLE]))
     await admin.setup()
     try:
         await web.TCPSite(admin, LOOPBACK, config.admin_port).start()

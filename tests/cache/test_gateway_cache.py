@@ -382,7 +382,7 @@ async def lookups(admin: Client) -> dict[str, Any]:
 
 def in_flight(client: Client, count: int) -> bool:
     """``count`` requests are inside the gateway (each past its lookup or waiting on it)."""
-    from spork_cli.gateway.metrics import METRICS
+    from spork_cli.gateway.keys import METRICS
 
     return client.app[METRICS].in_flight >= count
 

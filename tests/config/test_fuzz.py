@@ -22,7 +22,8 @@ from spork_cli.cli.check import github_annotation, render_text
 from spork_cli.config import model
 from spork_cli.config.diagnostics import Diagnostic
 from spork_cli.config.lint import lint
-from spork_cli.config.load import Loaded, parse_text
+from spork_cli.config.load import parse_text
+from spork_cli.config.loaded import Loaded
 
 FIELD_NAMES = sorted(
     {

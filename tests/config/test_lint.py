@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from spork_cli.config.diagnostics import Diagnostic
-from spork_cli.config.lint import check_file, lint, redis_url_problem
-from spork_cli.config.load import parse_text
+from spork_cli.config.lint import lint, redis_url_problem
+from spork_cli.config.load import check_file, parse_text
 
 # A service used by a route: the smallest file with nothing to report.
 BASE = """\

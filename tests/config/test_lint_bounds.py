@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spork_cli.config.lint import check_file
+from spork_cli.config.load import check_file
 from spork_cli.config.model import Server
 from spork_cli.gateway.bounds import Bounds
 

@@ -199,7 +199,7 @@ SPELLED = {
 
 def raw_places(file: Path) -> list[tuple[int, int, str]]:
     """Where the unmasked check finds something: the places the masked output must name."""
-    from spork_cli.config.lint import check_file
+    from spork_cli.config.load import check_file
 
     return [(d.line, d.column, d.code) for d in check_file(str(file)).diagnostics]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spork_cli.config.lint import check_file, redis_url_problem
-from spork_cli.config.load import parse_text, read_text
+from spork_cli.config.lint import redis_url_problem
+from spork_cli.config.load import check_file, parse_text, read_text
 
 SERVICE = '[[services]]\nname = "a"\nendpoints = ["http://127.0.0.1:1"]\n'
 

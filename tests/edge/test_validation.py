@@ -410,7 +410,7 @@ async def test_schema_changes_apply_on_reload_and_a_broken_schema_is_not_applied
 ) -> None:
     from spork_cli.config.load import load_config
     from spork_cli.gateway.app import build_app
-    from spork_cli.gateway.reload import RELOADER
+    from spork_cli.gateway.keys import RELOADER
 
     (tmp_path / "schemas").mkdir()
     schema = tmp_path / "schemas" / "user.json"

@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from spork_cli.config.model import GatewayConfig
-from spork_cli.gateway.app import TABLE, build_app
+from spork_cli.gateway.app import build_app
+from spork_cli.gateway.keys import TABLE
 from spork_cli.gateway.upstream import ServicePool
 from tests.support import LOOPBACK, assert_problem, eventually, serve_app
 

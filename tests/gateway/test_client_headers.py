@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from spork_cli.gateway.forwarding import Forwarding, forwarded_for
-from spork_cli.middleware import REQUEST_ID
+from spork_cli.gateway.keys import REQUEST_ID
 from spork_cli.middleware.ratelimit import client_ip
 from tests.gateway.conftest import Gateway, expect_problem, json_of, single_service
 from tests.support import LOOPBACK, Upstream

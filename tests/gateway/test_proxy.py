@@ -17,7 +17,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from spork_cli.gateway.metrics import METRICS, UNMATCHED
+from spork_cli.gateway.keys import METRICS
+from spork_cli.gateway.metrics import UNMATCHED
 from tests.gateway.conftest import (
     Gateway,
     StubFactory,

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from spork_cli.auth.mint import build_claims, sign, signing_key
 from spork_cli.config.model import GatewayConfig
 from spork_cli.gateway.app import build_app
-from spork_cli.gateway.metrics import METRICS
+from spork_cli.gateway.keys import METRICS
 from tests.support import RedisServer, Upstream
 
 Client = TestClient[Any, Any]

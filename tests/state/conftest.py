@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from spork_cli.config.model import State
-from spork_cli.state import store_from_config
 from spork_cli.state.memory import MemoryStore
+from spork_cli.state.open import store_from_config
 from spork_cli.state.served import ServedStore, StoreServer
 
 # Parametrised by fixture name, which is how tests/conftest.py sees the processes they start.

@@ -17,8 +17,9 @@ from structlog.testing import capture_logs
 
 from spork_cli.breaker import BreakerCache, BreakerPolicy, is_failure
 from spork_cli.config.model import Breaker, State
-from spork_cli.state import BreakerDecision, BreakerState, breaker_key, store_from_config
+from spork_cli.state import BreakerDecision, BreakerState, breaker_key
 from spork_cli.state.memory import MemoryStore
+from spork_cli.state.open import store_from_config
 from tests.state.conftest import Backend
 
 PREFIX = "spork"

@@ -10,8 +10,9 @@ import pytest
 
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
-from spork_cli.state import StateStore, store_from_config
+from spork_cli.state import StateStore
 from spork_cli.state.memory import MemoryStore
+from spork_cli.state.open import store_from_config
 from spork_cli.state.served import ServedStore, StoreServer
 from tests.state.conftest import BACKENDS
 from tests.support import free_port
@@ -116,6 +117,7 @@ async def test_readiness_follows_the_state_store_as_on_error_says(
     from spork_cli.config.model import GatewayConfig
     from spork_cli.gateway.admin import build_admin_app
     from spork_cli.gateway.app import build_app
+    from spork_cli.gateway.keys import TABLE
 
     config = GatewayConfig.model_validate(
         {
@@ -131,7 +133,7 @@ async def test_readiness_follows_the_state_store_as_on_error_says(
     )
     gateway = build_app(config)
     await aiohttp_client(gateway)  # starts the gateway app (and its store)
-    admin = await aiohttp_client(build_admin_app(gateway))
+    admin = await aiohttp_client(build_admin_app(gateway[TABLE]))
     async with admin.get("/health/ready") as ready:
         assert ready.status == 200
     redis_server.stop()

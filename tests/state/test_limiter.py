@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from spork_cli.config.model import RateLimit, State
 from spork_cli.errors import StateError
 from spork_cli.limiter import Limit, acquire, client_key, headers
-from spork_cli.state import ALGORITHMS, LimitResult, limit_key, store_from_config
+from spork_cli.state import ALGORITHMS, LimitResult, limit_key
 from spork_cli.state.links import key_slot
 from spork_cli.state.memory import MemoryStore
+from spork_cli.state.open import store_from_config
 from tests.state.conftest import Backend
 
 PREFIX = "spork"

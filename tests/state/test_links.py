@@ -24,8 +24,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spork_cli.config.model import State
-from spork_cli.state import store_from_config
 from spork_cli.state.links import SLOTS, Cluster, Sentinel, Standalone, key_slot, open_link
+from spork_cli.state.open import store_from_config
 from spork_cli.state.resp import ConnectionError, ReplyError, Script
 from tests.support import (
     RedisClusterNodes,

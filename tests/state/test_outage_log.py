@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
-from spork_cli.state import StateStore, limit_key, store_from_config
+from spork_cli.state import StateStore, limit_key
 from spork_cli.state.diagnose import check
+from spork_cli.state.open import store_from_config
 from spork_cli.state.outage import StateOutage
 from tests.support import (
     LOOPBACK,

@@ -26,8 +26,8 @@ from spork_cli.state import (
     instance_key,
     limit_key,
     revoked_key,
-    store_from_config,
 )
+from spork_cli.state.open import store_from_config
 from tests.support import (
     TCP_ESTABLISHED,
     RedisServer,

@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from spork_cli.middleware import REQUEST_ID
+from spork_cli.gateway.keys import REQUEST_ID
 
 log = structlog.get_logger("spork.gateway")
 
