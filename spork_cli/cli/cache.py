@@ -85,7 +85,7 @@ def purge(
 
 
 def _known(config: GatewayConfig, route: str | None) -> None:
-    from spork_cli.cache import cached_routes
+    from spork_cli.policies.cache import cached_routes
 
     if route is not None and not route.strip():
         raise UsageError("the route is empty (name a cached route, or none for all)")
@@ -131,7 +131,7 @@ async def _stats(config: GatewayConfig, route: str | None) -> list[dict[str, Any
         params = {"route": route} if route else None
         body = await _admin_call(config, "GET", "/api/cache", params=params)
         return [r for r in body.get("cache", []) if isinstance(r, dict)]
-    from spork_cli.cache import cache_rows
+    from spork_cli.policies.cache import cache_rows
 
     return await _on_store(config, lambda store: cache_rows(store, config, route))
 
@@ -144,6 +144,6 @@ async def _purge(
         params = {name: value for name, value in given if value is not None}
         body = await _admin_call(config, "POST", "/api/cache/purge", params=params)
         return int(body.get("deleted", 0))
-    from spork_cli.cache import purge as purge_entries
+    from spork_cli.policies.cache import purge as purge_entries
 
     return await _on_store(config, lambda store: purge_entries(store, config, route, path, key))

@@ -388,7 +388,7 @@ def _limits_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def _known_route(config: GatewayConfig, route: str) -> None:
-    from spork_cli.limiter import limited_routes
+    from spork_cli.policies.limiter import limited_routes
 
     if not limited_routes(config, route):
         raise UsageError(f"no rate-limited route is named {route!r}")
@@ -399,7 +399,7 @@ async def _limits(config: GatewayConfig, route: str | None, key: str | None) -> 
         params = {k: v for k, v in (("route", route), ("key", key)) if v}
         body = await _admin_call(config, "GET", "/api/limits", params=params)
         return [r for r in body.get("limits", []) if isinstance(r, dict)]
-    from spork_cli.limiter import limit_rows
+    from spork_cli.policies.limiter import limit_rows
 
     return await _on_store(config, lambda store: limit_rows(store, config, route, key))
 
@@ -409,6 +409,6 @@ async def _limits_reset(config: GatewayConfig, route: str, key: str | None) -> i
         params = {"route": route} | ({"key": key} if key else {})
         body = await _admin_call(config, "POST", "/api/limits", params=params)
         return int(body.get("deleted", 0))
-    from spork_cli.limiter import reset_limits
+    from spork_cli.policies.limiter import reset_limits
 
     return await _on_store(config, lambda store: reset_limits(store, config, route, key))

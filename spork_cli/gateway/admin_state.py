@@ -10,10 +10,10 @@ import orjson
 import structlog
 from aiohttp import web
 
-from spork_cli.cache import cache_rows, cached_routes, purge
 from spork_cli.gateway.admin_http import json_response, problem, state_of
 from spork_cli.gateway.keys import TableHolder
-from spork_cli.limiter import limit_rows, reset_limits
+from spork_cli.policies.cache import cache_rows, cached_routes, purge
+from spork_cli.policies.limiter import limit_rows, reset_limits
 from spork_cli.state import breaker_key
 
 log = structlog.get_logger("spork.admin")

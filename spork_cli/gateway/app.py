@@ -13,7 +13,6 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from spork_cli.breaker import BreakerCache
 from spork_cli.config.model import GatewayConfig
 from spork_cli.config.redact import redact_url
 from spork_cli.gateway.accesslog import AccessLog
@@ -35,6 +34,7 @@ from spork_cli.gateway.reload import reloader_ctx
 from spork_cli.gateway.table import CompiledRoute, RouteTable
 from spork_cli.middleware.cors import PREFLIGHT
 from spork_cli.middleware.request_id import request_id
+from spork_cli.policies.breaker import BreakerCache
 from spork_cli.problems import (
     CONTENT_TYPE,
     HTTPProblem,

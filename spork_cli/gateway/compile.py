@@ -34,16 +34,16 @@ from spork_cli.middleware.deny import DenyRules, deny_rules
 from spork_cli.middleware.ratelimit import ratelimit_middleware
 from spork_cli.middleware.security import HeaderSet, Pairs, compile_headers
 from spork_cli.middleware.validate import load_validator, validate_middleware
-from spork_cli.problems import HTTPProblem
+from spork_cli.policies.failure import StoreFailure
 from spork_cli.state import StateStore
 from spork_cli.state.outage import StateOutage
 
 if TYPE_CHECKING:
     from spork_cli.auth.jwks import JwksCache
     from spork_cli.auth.verify import Verifier
-    from spork_cli.breaker import BreakerCache
     from spork_cli.gateway.metrics import GatewayMetrics
     from spork_cli.middleware.validate import Validator
+    from spork_cli.policies.breaker import BreakerCache
     from spork_cli.state.outage import StateOutage
 
 log = structlog.get_logger("spork.gateway")
@@ -246,25 +246,23 @@ async def _verifier(
         else:
             jwks = JwksCache.from_config(auth)
             await jwks.start()
-    revoked = partial(_is_revoked, config, resources) if resources.store is not None else None
+    revoked = None
+    if resources.store is not None:
+        assert resources.outage is not None
+        failure = StoreFailure(
+            config.state.on_error, resources.outage, resources.local, "revocation", "check tokens"
+        )
+        revoked = partial(_is_revoked, resources.store, failure)
     return Verifier(auth, resources.base_dir, jwks, revoked=revoked), jwks
 
 
-async def _is_revoked(config: GatewayConfig, resources: Resources, jti: str) -> bool:
-    """Ask the store; when it fails, follow ``state.on_error``."""
-    assert resources.store is not None and resources.outage is not None
+async def _is_revoked(store: StateStore, failure: StoreFailure[StateStore], jti: str) -> bool:
+    """Ask the store; when it fails, follow ``state.on_error`` (open: not revoked)."""
     try:
-        return await resources.store.is_revoked(jti)
+        return await store.is_revoked(jti)
     except StateError as exc:
-        resources.outage.failed("revocation", exc)
-        policy = config.state.on_error
-        if policy == "closed":
-            raise HTTPProblem(
-                503, "state-unavailable", "the gateway cannot check tokens right now"
-            ) from exc
-        if policy == "local" and resources.local is not None:
-            return await resources.local.is_revoked(jti)
-        return False
+        fallback = failure.fallback(exc)
+        return False if fallback is None else await fallback.is_revoked(jti)
 
 
 def _middlewares(

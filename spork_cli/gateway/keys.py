@@ -15,7 +15,6 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from spork_cli.auth.claims import Identity
-    from spork_cli.cache import Capture
     from spork_cli.config.model import GatewayConfig
     from spork_cli.gateway.accesslog import AccessLog
     from spork_cli.gateway.compile import GatewayTable, Resources
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from spork_cli.gateway.reload import Reloader
     from spork_cli.middleware.cors import CorsAnswer
     from spork_cli.middleware.security import Pairs
+    from spork_cli.policies.cache import Capture
 
 
 @dataclass(eq=False)

@@ -36,10 +36,10 @@ from spork_cli.middleware.body import BodyLimit
 from spork_cli.problems import HTTPProblem
 
 if TYPE_CHECKING:
-    from spork_cli.cache import Capture
     from spork_cli.config.model import Retries
     from spork_cli.gateway.balancer import EndpointState
     from spork_cli.gateway.table import CompiledRoute
+    from spork_cli.policies.cache import Capture
 
 log = structlog.get_logger("spork.proxy")
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from spork_cli.breaker import BreakerCache, is_failure
 from spork_cli.errors import StateError
 from spork_cli.middleware import Handler, Middleware
+from spork_cli.policies.breaker import BreakerCache, is_failure
+from spork_cli.policies.failure import StoreFailure
 from spork_cli.problems import HTTPProblem
 from spork_cli.state import BreakerDecision, BreakerPolicy
 
@@ -32,6 +33,7 @@ def breaker_middleware(
     outage: StateOutage,
 ) -> Middleware:
     policy = BreakerPolicy.from_config(config)
+    failure = StoreFailure(policy_on_error, outage, local, "breaker", "check its breaker")
 
     async def decide(cache: BreakerCache) -> BreakerDecision:
         return await cache.allow(service, policy)
@@ -41,14 +43,10 @@ def breaker_middleware(
         try:
             decision = await decide(cache)
         except StateError as exc:
-            outage.failed("breaker", exc)
-            if policy_on_error == "closed":
-                raise HTTPProblem(
-                    503, "state-unavailable", "the gateway cannot check its breaker right now"
-                ) from exc
-            if policy_on_error != "local" or local is None:
+            fallback = failure.fallback(exc)
+            if fallback is None:
                 return await handler(request)
-            cache = local
+            cache = fallback
             decision = await decide(cache)
         if not decision.allowed:
             wait = max(1, math.ceil(decision.retry_after))

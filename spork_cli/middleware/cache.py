@@ -2,7 +2,7 @@
 from the state store while fresh, revalidated with their validators once stale, served stale
 where the response (or the route) allows it, and invalidated by a successful unsafe request.
 Every answer says what the cache did: ``X-Cache: HIT|MISS|STALE|REVALIDATED|BYPASS``, with
-``Age`` and ``X-Cache-Key``. What may be stored, and for how long, is `spork_cli.cache`."""
+``Age`` and ``X-Cache-Key``. What may be stored, and for how long, is `spork_cli.policies.cache`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,21 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from spork_cli.cache import (
+from spork_cli.errors import StateError
+from spork_cli.gateway.canonical import BadPath, canonical_target
+from spork_cli.gateway.forwarding import PROXY_ONLY
+from spork_cli.gateway.keys import (
+    CAPTURE,
+    IDENTITY,
+    METRICS,
+    REQUEST_ID,
+    RESPONSE_HEADERS,
+    TABLE,
+    UPSTREAM_CONDITIONS,
+    UPSTREAM_SECONDS,
+)
+from spork_cli.middleware import Handler
+from spork_cli.policies.cache import (
     CACHEABLE_METHODS,
     ERROR_STATUSES,
     NOTHING_ASKED,
@@ -34,20 +48,7 @@ from spork_cli.cache import (
     request_asks,
     url_digest,
 )
-from spork_cli.errors import StateError
-from spork_cli.gateway.canonical import BadPath, canonical_target
-from spork_cli.gateway.forwarding import PROXY_ONLY
-from spork_cli.gateway.keys import (
-    CAPTURE,
-    IDENTITY,
-    METRICS,
-    REQUEST_ID,
-    RESPONSE_HEADERS,
-    TABLE,
-    UPSTREAM_CONDITIONS,
-    UPSTREAM_SECONDS,
-)
-from spork_cli.middleware import Handler
+from spork_cli.policies.failure import StoreFailure
 from spork_cli.problems import HTTPProblem
 from spork_cli.state import CacheHit, StateStore, cache_key, cache_marker_key, cache_stats_key
 
@@ -229,10 +230,10 @@ class RouteCache:
         self.route = route
         self.route_id = route_id
         self.prefix = prefix
-        self.on_error = on_error
         self.store = store
         self.local = local
         self.outage = outage
+        self.failure = StoreFailure(on_error, outage, local, "cache", "use its cache")
         self.forwarding = forwarding
         self.auth_cookie = auth_cookie if route.auth != "none" else None
         self.policy = Policy.of(route.cache)
@@ -273,14 +274,10 @@ class RouteCache:
         try:
             return await self.store.cache_get(key, marker), self.store
         except StateError as exc:
-            self.outage.failed("cache", exc)
-            if self.on_error == "closed":
-                raise HTTPProblem(
-                    503, "state-unavailable", "the gateway cannot use its cache right now"
-                ) from exc
-            if self.on_error == "local" and self.local is not None:
-                return await self.local.cache_get(key, marker), self.local
-            return None, None
+            fallback = self.failure.fallback(exc)
+            if fallback is None:
+                return None, None
+            return await fallback.cache_get(key, marker), fallback
 
     async def keep(
         self, target: StateStore, key: str, marker: str, entry: Entry, asked: float

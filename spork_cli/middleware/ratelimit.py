@@ -11,8 +11,9 @@ from aiohttp import web
 from spork_cli.errors import StateError
 from spork_cli.gateway.forwarding import parse_address
 from spork_cli.gateway.keys import IDENTITY, METRICS, RESPONSE_HEADERS
-from spork_cli.limiter import Limit, acquire, client_key, headers
 from spork_cli.middleware import Handler, Middleware
+from spork_cli.policies.failure import StoreFailure
+from spork_cli.policies.limiter import Limit, acquire, client_key, headers
 from spork_cli.problems import HTTPProblem
 from spork_cli.state import StateStore, limit_key
 from spork_cli.state.memory import MemoryStore
@@ -77,7 +78,13 @@ def ratelimit_middleware(
     split_tiers = limit_config.authenticated is not None
     exempt = frozenset(limit_config.exempt_roles)
     parts = tuple(limit_config.key)
-    policy = limit_config.on_error or config.state.on_error
+    failure = StoreFailure(
+        limit_config.on_error or config.state.on_error,
+        outage,
+        local,
+        "ratelimit",
+        "apply its rate limit",
+    )
     prefix = config.state.prefix
     # A memory store shares its limiter room out between the limited routes' tiers, so that
     # keys chosen by the clients of one route cannot leave another's new clients without room.
@@ -111,15 +118,10 @@ def ratelimit_middleware(
                 headers={"Retry-After": str(max(math.ceil(exc.retry_after), 1))},
             ) from exc
         except StateError as exc:
-            outage.failed("ratelimit", exc)
-            if policy == "closed":
-                raise HTTPProblem(
-                    503, "state-unavailable", "the gateway cannot apply its rate limit right now"
-                ) from exc
-            if policy == "local" and local is not None:
-                result = await acquire(local, key, limit)
-            else:
+            fallback = failure.fallback(exc)
+            if fallback is None:
                 return await handler(request)
+            result = await acquire(fallback, key, limit)
         extra = headers(result, limit)
         if not result.allowed:
             metrics = request.app.get(METRICS)

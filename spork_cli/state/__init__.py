@@ -70,9 +70,9 @@ BREAKER_TTL_FACTOR = 3  # an idle breaker is forgotten after this many of its lo
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
-    """The numbers of one service's breaker (semantics in `spork_cli.breaker`); durations in
-    seconds. The store uses the thresholds and times; `failure_on` and `failure_statuses` are
-    for `spork_cli.breaker.is_failure`."""
+    """The numbers of one service's breaker (semantics in `spork_cli.policies.breaker`);
+    durations in seconds. The store uses the thresholds and times; `failure_on` and
+    `failure_statuses` are for `spork_cli.policies.breaker.is_failure`."""
 
     failures: int = 5
     failure_ratio: float | None = None
@@ -204,7 +204,7 @@ class StateStore(Protocol):
         """Take ``cost`` units from the limiter at ``key`` (see `limit_key`), atomically.
 
         ``algorithm`` is one of `ALGORITHMS`; the semantics are documented in
-        `spork_cli.limiter`. A denied request changes nothing. Raises ValueError on
+        `spork_cli.policies.limiter`. A denied request changes nothing. Raises ValueError on
         arguments `check_limit_args` rejects.
         """
 

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from spork_cli.cache import (
+from spork_cli.config.model import Cache, GatewayConfig, State
+from spork_cli.policies.cache import (
     Asks,
     Capture,
     Entry,
@@ -29,7 +30,6 @@ from spork_cli.cache import (
     request_asks,
     url_digest,
 )
-from spork_cli.config.model import Cache, GatewayConfig, State
 from spork_cli.state import cache_key, cache_stats_key
 from spork_cli.state.memory import MemoryStore
 

@@ -40,7 +40,7 @@ LIMIT = 12
 REQUESTS = 45  # spread evenly over the instances, all in flight at once
 FAILURES = 3  # consecutive upstream failures that open a breaker
 REVOCATION_CACHE_TTL = 1.0  # auth.revocation_cache_ttl of the fleet
-# A breaker state read from the store is trusted for 250 ms (spork_cli.breaker.CACHE_TTL);
+# A breaker state read from the store is trusted for 250 ms (spork_cli.policies.breaker.CACHE_TTL);
 # the rest is room for a busy machine.
 BREAKER_DEADLINE = 2.0
 REVOCATION_DEADLINE = REVOCATION_CACHE_TTL + 2.0

@@ -1,6 +1,6 @@
 """The circuit breaker contract on every backend (memory, a real redis-server, a real 3-node
 cluster), a model test of the memory backend against a small reference state machine, and the
-pure parts of spork_cli.breaker (policy from config, failures, the per-process cache)."""
+pure parts of spork_cli.policies.breaker (policy from config, failures, the per-process cache)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from spork_cli.breaker import BreakerCache, BreakerPolicy, is_failure
 from spork_cli.config.model import Breaker, State
+from spork_cli.policies.breaker import BreakerCache, BreakerPolicy, is_failure
 from spork_cli.state import BreakerDecision, BreakerState, breaker_key
 from spork_cli.state.memory import MemoryStore
 from spork_cli.state.open import store_from_config
@@ -312,7 +312,7 @@ async def test_cluster_breaker_keys_live_in_their_tag_slot(redis_cluster_url: st
 
 
 class Reference:
-    """The breaker as the spork_cli.breaker docstring describes it, kept plainly."""
+    """The breaker as the spork_cli.policies.breaker docstring describes it, kept plainly."""
 
     def __init__(self, p: BreakerPolicy) -> None:
         self.p = p

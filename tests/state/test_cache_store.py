@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from spork_cli.cache import purge
 from spork_cli.config.model import GatewayConfig, State
+from spork_cli.policies.cache import purge
 from spork_cli.state import CacheHit, cache_key, cache_marker_key, cache_stats_key
 from spork_cli.state.memory import MemoryStore
 from tests.state.conftest import Backend

@@ -1,6 +1,6 @@
 """The rate limiter contract on every backend (memory, a real redis-server, a real 3-node
 cluster), a model test of the memory backend against plain reference implementations, and the
-pure parts of spork_cli.limiter (limits from config, client keys, headers)."""
+pure parts of spork_cli.policies.limiter (limits from config, client keys, headers)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from spork_cli.config.model import RateLimit, State
 from spork_cli.errors import StateError
-from spork_cli.limiter import Limit, acquire, client_key, headers
+from spork_cli.policies.limiter import Limit, acquire, client_key, headers
 from spork_cli.state import ALGORITHMS, LimitResult, limit_key
 from spork_cli.state.links import key_slot
 from spork_cli.state.memory import MemoryStore

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from spork_cli.breaker import BreakerPolicy
 from spork_cli.config.model import State
+from spork_cli.policies.breaker import BreakerPolicy
 from spork_cli.state import (
     breaker_key,
     cache_key,
