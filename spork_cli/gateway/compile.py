@@ -293,6 +293,7 @@ def _middlewares(
                 resources.store,
                 resources.local,
                 outage,
+                resources.metrics,
             )
         )
     cache = route.config.cache
@@ -308,6 +309,7 @@ def _middlewares(
             outage,
             route.forwarding,
             config.auth.cookie if config.auth is not None else None,
+            resources.metrics,
         )
         chain.append(route.cache)
     elif resources.store is not None and any(r.cache is not None for r in config.routes):

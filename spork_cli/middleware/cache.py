@@ -24,7 +24,6 @@ from spork_cli.gateway.forwarding import PROXY_ONLY
 from spork_cli.gateway.keys import (
     CAPTURE,
     IDENTITY,
-    METRICS,
     REQUEST_ID,
     RESPONSE_HEADERS,
     TABLE,
@@ -55,6 +54,7 @@ from spork_cli.state import CacheHit, StateStore, cache_key, cache_marker_key, c
 if TYPE_CHECKING:
     from spork_cli.config.model import OnError, Route
     from spork_cli.gateway.forwarding import Forwarding
+    from spork_cli.gateway.metrics import GatewayMetrics
     from spork_cli.state.outage import StateOutage
 
 log = structlog.get_logger("spork.cache")
@@ -225,8 +225,10 @@ class RouteCache:
         outage: StateOutage,
         forwarding: Forwarding | None = None,
         auth_cookie: str | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         assert route.cache is not None
+        self.metrics = metrics
         self.route = route
         self.route_id = route_id
         self.prefix = prefix
@@ -248,9 +250,8 @@ class RouteCache:
     def count(self, request: web.Request, result: str) -> None:
         field = {"HIT": "hits", "MISS": "misses", "BYPASS": "bypasses"}.get(result)
         self.counters.add(field or result.lower())
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            metrics.count("cache_requests", self.route_id, result.lower())
+        if self.metrics is not None:
+            self.metrics.count("cache_requests", self.route_id, result.lower())
 
     def answer(
         self, request: web.Request, entry: Entry, age: float, key: str, result: str

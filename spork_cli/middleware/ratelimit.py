@@ -10,7 +10,7 @@ from aiohttp import web
 
 from spork_cli.errors import StateError
 from spork_cli.gateway.forwarding import parse_address
-from spork_cli.gateway.keys import IDENTITY, METRICS, RESPONSE_HEADERS
+from spork_cli.gateway.keys import IDENTITY, RESPONSE_HEADERS
 from spork_cli.middleware import Handler, Middleware
 from spork_cli.policies.failure import StoreFailure
 from spork_cli.policies.limiter import Limit, acquire, client_key, headers
@@ -22,6 +22,7 @@ from spork_cli.state.memory_limiter import LimiterFull
 if TYPE_CHECKING:
     from spork_cli.config.model import GatewayConfig, Route
     from spork_cli.gateway.forwarding import Forwarding
+    from spork_cli.gateway.metrics import GatewayMetrics
     from spork_cli.state.outage import StateOutage
 
 
@@ -70,6 +71,7 @@ def ratelimit_middleware(
     store: StateStore,
     local: StateStore | None,
     outage: StateOutage,
+    metrics: GatewayMetrics | None = None,
 ) -> Middleware:
     limit_config = route.rate_limit
     assert limit_config is not None
@@ -124,7 +126,6 @@ def ratelimit_middleware(
             result = await acquire(fallback, key, limit)
         extra = headers(result, limit)
         if not result.allowed:
-            metrics = request.app.get(METRICS)
             if metrics is not None:
                 metrics.count("ratelimit_rejected", route_id)
             raise HTTPProblem(
