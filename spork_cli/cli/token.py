@@ -232,14 +232,24 @@ async def _verify(
 
 
 def _route_for(config: GatewayConfig, path: str, method: str) -> Any:
-    from spork_cli.gateway.table import _candidates
+    """The route the gateway would choose: the canonical form of ``path``, matched as the
+    compiled table matches."""
+    from spork_cli.gateway.canonical import BadPath, canonical_path
+    from spork_cli.gateway.table import config_match
 
-    for candidate in _candidates(path.split("?", 1)[0]):
-        for route in config.routes:
-            methods = set(route.methods) | ({"HEAD"} if "GET" in route.methods else set())
-            if route.path == candidate and (not route.methods or method in methods):
-                return route
-    raise UsageError(f"no route matches {method} {path}")
+    server = config.server
+    try:
+        clean = canonical_path(
+            path.split("?", 1)[0],
+            merge_slashes=server.merge_slashes,
+            keep_encoded_slashes=server.encoded_slashes == "keep",
+        )
+    except BadPath as exc:
+        raise UsageError(f"the gateway refuses the path {path}: {exc}") from exc
+    route = config_match(config, method, clean)
+    if route is None:
+        raise UsageError(f"no route matches {method} {path}")
+    return route
 
 
 async def _revoked_in_store(config: GatewayConfig, token: str) -> bool | None:

@@ -13,7 +13,7 @@ import asyncio
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from aiohttp import ClientTimeout, web
@@ -131,24 +131,58 @@ class RouteTable:
         self.by_prefix = {prefix: tuple(routes) for prefix, routes in grouped.items()}
 
     def match(self, method: str, raw_path: str) -> Match:
-        path = raw_path.split("?", 1)[0]
-        by_prefix = self.by_prefix
-        allowed: set[str] = set()
-        seen_path = False
-        for candidate in _candidates(path):
-            routes = by_prefix.get(candidate)
-            if routes is None:
-                continue
-            seen_path = True
-            for route in routes:
-                if route.methods is None or method in route.methods:
-                    return Match(route)
-                allowed |= route.methods
-        if seen_path:
-            if "GET" in allowed:
-                allowed.add("HEAD")
-            return Match(None, frozenset(allowed))
-        return Match(None)
+        """The route for ``method`` on the canonical ``raw_path`` (its query ignored): the
+        longest prefix on a segment boundary, then file order; else the methods the path
+        would accept (for a 405)."""
+        route, allowed = _lookup(self.by_prefix, method, raw_path)
+        return Match(route, allowed)
+
+
+class _Methods(Protocol):
+    @property
+    def methods(self) -> frozenset[str] | None: ...
+
+
+Routed = TypeVar("Routed", bound=_Methods)
+
+
+def _lookup(
+    by_prefix: Mapping[str, Sequence[Routed]], method: str, raw_path: str
+) -> tuple[Routed | None, frozenset[str]]:
+    """`RouteTable.match` over any routes indexed by prefix (compiled, or read from a config)."""
+    path = raw_path.split("?", 1)[0]
+    allowed: set[str] = set()
+    seen_path = False
+    for candidate in _candidates(path):
+        routes = by_prefix.get(candidate)
+        if routes is None:
+            continue
+        seen_path = True
+        for route in routes:
+            if route.methods is None or method in route.methods:
+                return route, frozenset()
+            allowed |= route.methods
+    if seen_path and "GET" in allowed:
+        allowed.add("HEAD")
+    return None, frozenset(allowed)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigRoute:
+    config: Route
+    methods: frozenset[str] | None
+
+
+def config_match(config: GatewayConfig, method: str, path: str) -> Route | None:
+    """The route of ``config`` the compiled table would choose for ``method`` on ``path``
+    (canonical form), without compiling it (`spork token verify --route` stays light)."""
+    by_prefix: dict[str, list[_ConfigRoute]] = {}
+    for route in config.routes:
+        by_prefix.setdefault(route.path, []).append(
+            _ConfigRoute(route, allowed_methods(route.methods))
+        )
+    found, _ = _lookup(by_prefix, method, path)
+    return found.config if found is not None else None
 
 
 def _candidates(path: str) -> list[str]:

@@ -310,6 +310,7 @@ def keygen_round_trip(run_spork: SporkRunner, root: Path, alg: str) -> None:
         assert private.read_bytes() == before
 
 
+@pytest.mark.observes("auth.private_key_file")
 def test_keygen_writes_keys_and_config_lines_that_work(
     tmp_path: Path, run_spork: SporkRunner
 ) -> None:
@@ -425,3 +426,19 @@ async def test_verify_sees_the_revocation_of_a_jti_with_reserved_characters(
     assert checks_of(control.stdout)["revoked"][0] == "FAIL"
     assert result.returncode == 1, result.stdout
     assert checks_of(result.stdout)["revoked"][0] == "FAIL"
+
+
+def test_verify_route_reads_the_path_as_the_gateway_routes_it(repo_config: RepoConfig) -> None:
+    """Every spelling the gateway routes to the admin route is checked against its roles, and
+    a path the gateway refuses is one line and exit 2, never another route's verdict."""
+    token = repo_token(sub="bob", roles=["viewer"])
+    spellings = ("/api/%61dmin/x", "/api/./admin/x", "/api//admin/x", "/api/me/../admin/x")
+    for result in parallel(
+        *(partial(repo_config.spork, "token", "verify", token, "--route", p) for p in spellings)
+    ):
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert checks_of(result.stdout)["roles"][0] == "FAIL", result.stdout
+    refused = repo_config.spork("token", "verify", token, "--route", "/api/admin%2Fx")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("spork: the gateway refuses the path /api/admin%2Fx: "), line
