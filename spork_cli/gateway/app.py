@@ -25,6 +25,7 @@ from spork_cli.gateway.keys import (
     METRICS,
     REQUEST_ID,
     RESPONSE_EDITS,
+    RESPONSE_HEADERS,
     TABLE,
     UPSTREAM_SECONDS,
     TableHolder,
@@ -138,8 +139,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         table.leave()
         if metrics is not None:
             metrics.in_flight -= 1
-    if not response.prepared:
-        response.headers["X-Request-ID"] = rid
     elapsed = time.perf_counter() - started
     upstream = request.get(UPSTREAM_SECONDS)
     if metrics is not None:
@@ -182,28 +181,38 @@ async def _resolved(request: web.Request, path: str) -> web.StreamResponse:
     try:
         return await dispatch(resolved)
     finally:
-        # aiohttp prepares the answer with its own request object: the prepare hook reads the
-        # edge headers from there.
-        if EDGE_HEADERS in resolved:
-            request[EDGE_HEADERS] = resolved[EDGE_HEADERS]
-        if RESPONSE_EDITS in resolved:
-            request[RESPONSE_EDITS] = resolved[RESPONSE_EDITS]
+        # aiohttp prepares the answer with its own request object: the prepare hook reads what
+        # finishes the head from there.
+        for key in _HEAD_KEYS:
+            if key in resolved:
+                request[key] = resolved[key]  # type: ignore[misc]
+
+
+# What dispatch and the route's chain leave on a request for the prepare hook.
+_HEAD_KEYS = (EDGE_HEADERS, RESPONSE_EDITS, REQUEST_ID, RESPONSE_HEADERS)
 
 
 async def edge_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Right before any answer's head is sent (streamed ones included, which the proxy
-    prepares itself): ``Server`` without a version, security headers, CORS, and last the
-    route's ``response_headers`` edits."""
+    """The one place every answer's head is finished, right before it is sent (relayed,
+    streamed, cached, the gateway's own problems): ``Server`` without a version, the request
+    id, what the route's middlewares add (rate-limit headers), security headers, CORS, and
+    last the route's ``response_headers`` edits."""
     headers = response.headers
     headers["Server"] = SERVER
-    try:
-        security, cors = request[EDGE_HEADERS]
-    except KeyError:  # dispatch sets it first thing: aiohttp answered by itself
+    rid = request.get(REQUEST_ID)
+    if rid is None:  # dispatch sets it first thing: aiohttp answered by itself
         _as_problem(request, response)
         return
-    security.apply(headers)
-    if cors is not None:
-        cors.apply(headers)
+    headers["X-Request-ID"] = rid
+    extra = request.get(RESPONSE_HEADERS)
+    if extra:
+        headers.update(extra)
+    edge = request.get(EDGE_HEADERS)
+    if edge is not None:
+        security, cors = edge
+        security.apply(headers)
+        if cors is not None:
+            cors.apply(headers)
     edits = request.get(RESPONSE_EDITS)
     if edits is not None:
         edits.apply(headers)

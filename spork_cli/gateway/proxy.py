@@ -26,8 +26,6 @@ from spork_cli.gateway.keys import (
     BODY,
     CAPTURE,
     ENDPOINT,
-    REQUEST_ID,
-    RESPONSE_HEADERS,
     UPSTREAM_SECONDS,
 )
 from spork_cli.gateway.table import strip
@@ -253,11 +251,6 @@ async def _relay_h1(
     request: web.Request, upstream: h1.Response, timeout: float
 ) -> web.StreamResponse:
     headers = CIMultiDict(upstream.headers)
-    headers["X-Request-ID"] = request[REQUEST_ID]
-    headers["Server"] = "spork"
-    extra = request.get(RESPONSE_HEADERS)
-    if extra:
-        headers.update(extra)
     capture = request.get(CAPTURE)
     if upstream.body is not None:
         if request.method == "HEAD" or upstream.status in (204, 304):
@@ -304,11 +297,6 @@ async def _relay_h1(
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     headers = response_headers(upstream.headers)
-    headers["X-Request-ID"] = request[REQUEST_ID]
-    headers["Server"] = "spork"
-    extra = request.get(RESPONSE_HEADERS)
-    if extra:
-        headers.update(extra)
     length = upstream.content_length
     response: web.StreamResponse | None = None
     capture = request.get(CAPTURE)

@@ -24,7 +24,6 @@ from spork_cli.gateway.forwarding import PROXY_ONLY
 from spork_cli.gateway.keys import (
     CAPTURE,
     IDENTITY,
-    REQUEST_ID,
     RESPONSE_HEADERS,
     TABLE,
     UPSTREAM_CONDITIONS,
@@ -75,7 +74,8 @@ ORIGIN_CONDITIONS = ("If-Match", "If-Unmodified-Since")
 
 
 def _mark(request: web.Request, result: str, key: str | None = None) -> None:
-    """Headers for the response the proxy relays (it merges them in before sending)."""
+    """Headers for this request's answer, relayed or served from the cache (the prepare hook
+    adds them to whatever answer is sent)."""
     extra = request.get(RESPONSE_HEADERS)
     if extra is None:
         extra = request[RESPONSE_HEADERS] = {}
@@ -107,13 +107,7 @@ def not_modified(request: web.Request, entry: Entry) -> bool:
 
 def _serve(request: web.Request, entry: Entry, age: float, key: str, result: str) -> web.Response:
     headers = CIMultiDict(entry.headers)
-    headers["X-Request-ID"] = request[REQUEST_ID]
-    headers["Server"] = "spork"
-    extra = request.get(RESPONSE_HEADERS)
-    if extra:
-        headers.update(extra)
-    headers["X-Cache"] = result
-    headers["X-Cache-Key"] = key
+    _mark(request, result, key)  # the head is finished with the request's own headers
     headers["Age"] = str(int(age))
     if not_modified(request, entry):
         return web.Response(status=304, headers=headers)
