@@ -3,6 +3,7 @@ and where the metrics are served."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -221,6 +222,7 @@ async def test_health_and_the_dashboard_page_stay_open_with_a_token(
             assert ADMIN_TOKEN not in await response.text()
 
 
+@pytest.mark.observes("metrics.path")
 async def test_metrics_are_served_at_the_configured_path(
     start_admin: StartAdmin, upstream: Upstream
 ) -> None:
@@ -239,6 +241,24 @@ async def test_metrics_are_served_at_the_configured_path(
         assert '<meta name="spork-metrics" content="/prom">' in await page.text()
 
 
+@pytest.mark.observes("metrics.buckets")
+async def test_request_durations_are_counted_in_the_configured_buckets(
+    start_admin: StartAdmin, upstream: Upstream
+) -> None:
+    admin = await start_admin(
+        two_services(upstream.url, dead_url(), extra="[metrics]\nbuckets = [0.3, 7.5]")
+    )
+    async with admin.gateway.get("/api/users/1") as response:
+        assert response.status == 200
+    async with admin.admin.get("/metrics") as response:
+        text = await response.text()
+    bounds = re.findall(
+        r'spork_request_duration_seconds_bucket\{le="([^"]+)",route="users"\}', text
+    )
+    assert bounds == ["0.3", "7.5", "+Inf"]
+
+
+@pytest.mark.observes("metrics.enabled")
 async def test_metrics_are_not_served_when_disabled(
     start_admin: StartAdmin, upstream: Upstream
 ) -> None:

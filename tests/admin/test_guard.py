@@ -155,6 +155,7 @@ async def test_a_rebinding_host_cannot_read_the_config(admin: Admin, host: str) 
         "proxied.example:9443",  # name:port: that port
     ],
 )
+@pytest.mark.observes("admin.allowed_hosts")
 async def test_the_listeners_own_names_and_the_allowed_hosts_can_read_it(
     start_admin: StartAdmin, upstream: Upstream, host: str
 ) -> None:
@@ -218,6 +219,7 @@ async def test_with_a_token_every_endpoint_but_health_and_the_page_needs_it(
     assert opened == OPEN_WITH_A_TOKEN
 
 
+@pytest.mark.observes("admin.metrics_public")
 async def test_metrics_public_opens_the_metrics_only(
     start_admin: StartAdmin, upstream: Upstream
 ) -> None:

@@ -112,6 +112,7 @@ async def test_pages_change_and_read_nothing_while_the_cli_still_works(
     assert (await spork("limits", "reset", "limited")).startswith("reset 1 limiter key ")
 
 
+@pytest.mark.observes("admin.token")
 async def test_the_cli_sends_the_admin_token_to_a_guarded_listener(
     tmp_path: Path,
     upstream: Upstream,
@@ -195,6 +196,7 @@ def exposures(tmp_path: Path, admin: str) -> list[Diagnostic]:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gateway.example"])
+@pytest.mark.observes("admin.insecure_public")
 def test_beyond_loopback_the_admin_listener_needs_a_token_or_the_opt_out(
     tmp_path: Path, host: str
 ) -> None:

@@ -134,6 +134,7 @@ async def test_a_revoked_token_is_refused_even_from_the_cache(tmp_path: Path, sp
     assert spy.signatures == 2
 
 
+@pytest.mark.observes("auth.cache_size")
 async def test_the_cache_is_bounded_and_evicts_the_least_recent(tmp_path: Path, spy: Spy) -> None:
     v = make(tmp_path, Clock(NOW), cache_size=3)
     tokens = [token(jti=str(i)) for i in range(5)]
@@ -151,6 +152,7 @@ async def test_the_cache_is_bounded_and_evicts_the_least_recent(tmp_path: Path, 
     assert spy.signatures == 6
 
 
+@pytest.mark.observes("auth.cache_size")
 async def test_size_zero_disables_the_cache(tmp_path: Path, spy: Spy) -> None:
     v = make(tmp_path, Clock(NOW), cache_size=0)
     t = token()
@@ -170,6 +172,7 @@ async def test_rejected_tokens_are_not_cached(tmp_path: Path, spy: Spy) -> None:
     assert len(v.cache) == 0
 
 
+@pytest.mark.observes("auth.revocation_cache_ttl")
 async def test_a_remembered_token_is_asked_about_once_per_revocation_cache_ttl(
     tmp_path: Path,
 ) -> None:

@@ -206,6 +206,7 @@ async def test_hs256_naming_the_kid_of_an_rsa_jwk_is_refused(tmp_path: Path) -> 
         (0, {"exp": 10**400}, "malformed"),
     ],
 )
+@pytest.mark.observes("auth.leeway")
 async def test_time_claims_and_leeway(
     tmp_path: Path, leeway: float, fields: dict[str, Any], code: str | None
 ) -> None:
@@ -226,6 +227,7 @@ async def test_signed_but_unreadable_payloads_are_malformed(tmp_path: Path, payl
     assert (await rejected(setup(tmp_path, "HS256"), token)).code == "malformed"
 
 
+@pytest.mark.observes("auth.require_exp")
 async def test_exp_is_required_unless_configured_otherwise(tmp_path: Path) -> None:
     token = sign(claims(exp=None), "HS256", SECRET.encode())
     error = await rejected(setup(tmp_path, "HS256"), token)
@@ -295,6 +297,7 @@ async def test_a_token_for_an_audience_is_refused_where_none_is_configured(
 # -- rotation in a JWKS file ------------------------------------------------------------------
 
 
+@pytest.mark.observes("auth.jwks_file")
 async def test_kid_selects_the_key_of_a_rotating_jwks_file(tmp_path: Path) -> None:
     old, new = rsa_key(0), rsa_key(1)
     name = write(tmp_path, "jwks.json", json.dumps({"keys": [jwk(old, "k1"), jwk(new, "k2")]}))
@@ -366,6 +369,7 @@ async def test_roles_and_scopes(
     assert (identity.roles, identity.scopes) == (roles, scopes)
 
 
+@pytest.mark.observes("auth.scopes_claim")
 async def test_configured_claim_names_and_nested_roles(tmp_path: Path) -> None:
     v = setup(tmp_path, "HS256", roles_claim="realm_access.roles", scopes_claim="perms")
     body = claims(realm_access={"roles": ["admin"]}, perms=["a:b"], jti="j1")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from spork_cli.auth.mint import build_claims, sign, signing_key
@@ -16,6 +17,7 @@ from tests.support import Upstream
 SECRET = "f" * 32
 
 
+@pytest.mark.observes("auth.roles_claim")
 async def test_nested_roles_and_dotted_claims_are_forwarded(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], upstream: Upstream
 ) -> None:

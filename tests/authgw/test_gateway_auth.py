@@ -62,6 +62,7 @@ def assert_no_secrets(raw: bytes, *secrets: bytes) -> None:
 # --- auth modes --------------------------------------------------------------------------------
 
 
+@pytest.mark.observes("routes.auth")
 async def test_required_route_without_token_is_401_token_required(hs: Client) -> None:
     response = await hs.get("/private")
     body = await problem(response, 401)
@@ -75,6 +76,7 @@ async def test_required_route_with_another_scheme_is_401_token_required(hs: Clie
     assert body["type"] == "urn:spork:problem:token-required"
 
 
+@pytest.mark.observes("routes.auth")
 async def test_optional_route_without_token_passes_anonymously(
     hs: Client, upstream: Upstream
 ) -> None:
@@ -204,6 +206,7 @@ async def test_rejection_on_an_asymmetric_route_shows_no_key_material(
         ("/roles-all", {"roles": ["ops", "guest"]}, ["admin"], "role admin"),
     ],
 )
+@pytest.mark.observes("routes.roles", "routes.roles_mode")
 async def test_missing_role_is_403_naming_it(
     hs: Client, path: str, grant: dict[str, Any], missing: list[str], detail: str
 ) -> None:
@@ -223,6 +226,7 @@ async def test_missing_role_is_403_naming_it(
         ("/scopes-any", "admin", ["read", "write"]),
     ],
 )
+@pytest.mark.observes("routes.scopes", "routes.scopes_mode")
 async def test_missing_scope_is_403_naming_it(
     hs: Client, path: str, scope: str | None, missing: list[str]
 ) -> None:
@@ -247,6 +251,7 @@ async def test_missing_scope_is_403_naming_it(
         ("/scopes-any", {"scope": "write"}),
     ],
 )
+@pytest.mark.observes("routes.roles", "routes.roles_mode", "routes.scopes", "routes.scopes_mode")
 async def test_enough_roles_or_scopes_pass(hs: Client, path: str, grant: dict[str, Any]) -> None:
     await echoed(await hs.get(path, headers=bearer(sign(claims(**grant)))))
 
@@ -297,6 +302,7 @@ async def test_client_identity_headers_are_stripped_on_every_route(
         assert sent["x-user-roles"] == "ops"
 
 
+@pytest.mark.observes("auth.forward_claims")
 async def test_custom_forward_claims_are_stripped_too(gateway: Gateway, upstream: Upstream) -> None:
     auth = auth_section(forward_claims={"sub": "X-Subject", "email": "X-Email"})
     client = await gateway(gateway_config(upstream.url, auth=auth))
@@ -341,12 +347,14 @@ async def cookie_query(gateway: Gateway, upstream: Upstream) -> Client:
     return await gateway(gateway_config(upstream.url, auth=auth))
 
 
+@pytest.mark.observes("auth.cookie")
 async def test_token_from_named_cookie(cookie_query: Client) -> None:
     token = sign(claims(sub="cookie-user"))
     response = await cookie_query.get("/private", headers={"Cookie": f"other=1; session={token}"})
     assert (await echoed(response))["headers"]["x-user-id"] == "cookie-user"
 
 
+@pytest.mark.observes("auth.query_param")
 async def test_token_from_query_parameter(cookie_query: Client) -> None:
     token = sign(claims(sub="query-user"))
     response = await cookie_query.get("/private", params={"access_token": token, "x": "1"})
@@ -415,6 +423,7 @@ def rsa_pem(tmp_path: Path) -> Path:
     ],
 )
 @pytest.mark.parametrize("strip", [False, True])
+@pytest.mark.observes("auth.algorithms", "auth.secret", "auth.public_key_file")
 async def test_hs256_token_signed_with_the_public_pem_is_rejected(
     gateway: Gateway,
     upstream: Upstream,
@@ -441,6 +450,7 @@ async def test_hs256_token_signed_with_the_public_pem_is_rejected(
 
 
 @pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256", "PS256"])
+@pytest.mark.observes("auth.algorithms", "auth.public_key_file")
 async def test_asymmetric_algorithm_works_end_to_end(
     gateway: Gateway, upstream: Upstream, tmp_path: Path, alg: str
 ) -> None:
@@ -555,6 +565,7 @@ async def test_cached_token_is_refused_once_the_store_denies_it(hs: Client) -> N
     ] == "revoked"
 
 
+@pytest.mark.observes("auth.revocation_cache_ttl")
 async def test_with_no_revocation_cache_the_store_is_asked_on_every_request(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -604,6 +615,7 @@ async def problem_plain(response: aiohttp.ClientResponse, status: int) -> dict[s
     return body
 
 
+@pytest.mark.observes("auth.issuer", "auth.audience")
 async def test_issuer_and_audience_lists(gateway: Gateway, upstream: Upstream) -> None:
     auth = auth_section(audience=["first", AUDIENCE])
     client = await gateway(gateway_config(upstream.url, auth=auth))

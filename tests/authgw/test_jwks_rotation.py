@@ -101,6 +101,7 @@ async def timed(client: Client, jwt: str, path: str = "/private") -> tuple[Any, 
     return response, time.monotonic() - started
 
 
+@pytest.mark.observes("auth.jwks_url")
 async def test_new_kid_is_fetched_on_first_sight(
     gateway: Gateway, upstream: Upstream, jwks: JwksServer
 ) -> None:
@@ -123,6 +124,7 @@ async def test_new_kid_is_fetched_on_first_sight(
     assert jwks.hits == fetched + 1
 
 
+@pytest.mark.observes("auth.jwks_cache_ttl")
 async def test_retired_kid_stops_verifying_after_the_cache_ttl(
     gateway: Gateway, upstream: Upstream, jwks: JwksServer
 ) -> None:

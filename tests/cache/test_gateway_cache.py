@@ -109,6 +109,7 @@ async def test_an_upstream_age_is_part_of_the_age_served(
     assert hit.age is not None and 5 <= hit.age <= 6
 
 
+@pytest.mark.observes("routes.cache.ttl")
 async def test_an_entry_expires_after_the_ttl(
     origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
@@ -198,6 +199,7 @@ async def test_an_expires_in_the_past_is_not_served_from_the_cache(
 
 
 @pytest.mark.parametrize(("statuses", "status"), [([200], 404), ([200], 500), ([200, 404], 500)])
+@pytest.mark.observes("routes.cache.statuses")
 async def test_statuses_not_listed_are_never_cached(
     origin: Upstream, gateway: Gateway, statuses: list[int], status: int
 ) -> None:
@@ -219,6 +221,7 @@ async def test_a_listed_status_other_than_200_is_cached(origin: Upstream, gatewa
 # --- variants ----------------------------------------------------------------------------------
 
 
+@pytest.mark.observes("routes.cache.vary")
 async def test_a_configured_vary_header_keeps_one_entry_per_value(
     origin: Upstream, gateway: Gateway, state: dict[str, Any]
 ) -> None:
@@ -478,6 +481,7 @@ async def test_a_response_cut_off_mid_body_is_not_stored(gateway: Gateway) -> No
 
 
 @pytest.mark.parametrize("mode", ["length", "chunked"])
+@pytest.mark.observes("routes.cache.max_entry_size")
 async def test_an_entry_larger_than_max_entry_size_is_not_stored(
     origin: Upstream, gateway: Gateway, mode: str
 ) -> None:
@@ -499,6 +503,22 @@ async def test_a_streamed_response_up_to_the_cap_is_stored(
     assert (first.cache, second.cache) == ("MISS", "HIT")
     assert second.body == first.body == pattern_bytes(size)
     assert origin.calls("/bytes/small") == 1
+
+
+@pytest.mark.observes("state.max_bytes")
+async def test_the_memory_store_evicts_the_least_recently_used_entries_past_max_bytes(
+    origin: Upstream, gateway: Gateway
+) -> None:
+    # Entries of 10 KiB and more: three fit in 32 KiB, while the default (64 MiB) keeps all.
+    client = await gateway(cached_config(origin.url, state={"max_bytes": "32KiB"}))
+    paths = [at(name, kind="bytes", size=str(10 * 1024)) for name in "abcd"]
+    for path in paths:
+        assert (await fetch(client, path)).cache == "MISS"
+    assert (await fetch(client, paths[-1])).cache == "HIT"
+    again = await fetch(client, paths[0])  # the oldest, evicted to make room for the fourth
+    assert again.cache == "MISS"
+    assert again.body == pattern_bytes(10 * 1024)
+    assert origin.calls("/bytes/a") == 2
 
 
 async def test_a_long_body_relayed_as_a_stream_is_stored_whole(
@@ -663,6 +683,7 @@ SLACK = 0.4  # scheduling on a busy 2-core machine; far below any hang
 
 
 @pytest.mark.parametrize("policy", ["open", "closed", "local"])
+@pytest.mark.observes("routes.cache.on_error")
 async def test_redis_outage_follows_on_error_and_comes_back(
     origin: Upstream,
     gateway: Gateway,

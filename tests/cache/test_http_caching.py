@@ -256,6 +256,7 @@ async def test_the_age_served_includes_the_upstreams_age(
 # --- operator settings -----------------------------------------------------------------------
 
 
+@pytest.mark.observes("routes.cache.default_ttl")
 async def test_default_ttl_gives_freshness_to_a_response_that_states_none(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -267,6 +268,7 @@ async def test_default_ttl_gives_freshness_to_a_response_that_states_none(
     assert served(*answers) == ["MISS", "MISS"]
 
 
+@pytest.mark.observes("routes.cache.heuristic")
 async def test_heuristic_freshness_needs_last_modified_and_the_setting(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -293,6 +295,7 @@ async def test_heuristic_freshness_needs_last_modified_and_the_setting(
         (200, "x", True),
     ],
 )
+@pytest.mark.observes("routes.cache.statuses")
 async def test_cacheable_statuses_and_the_statuses_filter(
     http: aiohttp.ClientSession, caching: Caching, name: str, status: int, route: str, hit: bool
 ) -> None:
@@ -317,6 +320,7 @@ async def test_cdn_cache_control_is_the_field_for_the_gateway(
     assert stored[1].headers["CDN-Cache-Control"] == "max-age=60"
 
 
+@pytest.mark.observes("routes.cache.targeted")
 async def test_the_targeted_fields_are_a_setting(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -343,6 +347,7 @@ async def test_the_host_is_part_of_the_key(
     assert again.json()["headers"]["x-forwarded-host"] != "evil.example"
 
 
+@pytest.mark.observes("routes.cache.cookies")
 async def test_configured_cookies_are_keyed_and_any_other_bypasses(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -510,6 +515,7 @@ async def test_max_age_min_fresh_and_max_stale_of_a_request(
     assert taken.json()["n"] == 1
 
 
+@pytest.mark.observes("routes.cache.request_directives")
 async def test_a_route_can_ignore_what_requests_ask(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -620,6 +626,7 @@ async def test_a_heads_answer_refreshes_the_stored_get_or_drops_it(
     assert origin.calls(same) == 2 and origin.calls(changed) == 3 and origin.calls(retyped) == 3
 
 
+@pytest.mark.observes("routes.cache.keep")
 async def test_keep_bounds_how_long_a_stale_entry_waits_for_revalidation(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -781,6 +788,7 @@ async def test_background_refreshes_are_bounded(
     assert refreshes() == REFRESHES
 
 
+@pytest.mark.observes("routes.cache.stale_while_revalidate")
 async def test_the_routes_stale_while_revalidate_for_responses_without_their_own(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:
@@ -814,6 +822,7 @@ async def test_stale_if_error_serves_the_entry_when_the_upstream_fails(
     assert during.body == first.body
 
 
+@pytest.mark.observes("routes.cache.stale_if_error")
 async def test_the_routes_stale_if_error_and_must_revalidate(
     http: aiohttp.ClientSession, caching: Caching, name: str
 ) -> None:

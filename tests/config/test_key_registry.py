@@ -62,9 +62,7 @@ def observed(root: Path = TESTS) -> dict[str, list[str]]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 for decorator in node.decorator_list:
                     for key in _observes(decorator):
-                        found.setdefault(key, []).append(
-                            f"{path.relative_to(root)}::{node.name}"
-                        )
+                        found.setdefault(key, []).append(f"{path.relative_to(root)}::{node.name}")
     return found
 
 

@@ -1,9 +1,12 @@
-"""`spork serve` on the repo's own gateway.toml, and the ways it refuses to start."""
+"""`spork serve` on the repo's own gateway.toml, on files whose listener and logging tables
+alone decide where it listens and what it logs, and the ways it refuses to start."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -11,8 +14,19 @@ import orjson
 import pytest
 
 from spork_cli.config.load import load_config
-from tests.conftest import RepoConfig, StartSpork
-from tests.support import LOOPBACK, SporkRunner, eventually, free_ports
+from tests.conftest import CLI_ENV, RepoConfig, StartSpork
+from tests.support import (
+    LOOPBACK,
+    Processes,
+    SporkRunner,
+    Upstream,
+    eventually,
+    free_ports,
+    gateway_toml,
+    refuses,
+    replace_file,
+    spork_env,
+)
 
 SEED_USERS = ["Ada Lovelace", "Grace Hopper", "Alan Turing"]
 
@@ -110,6 +124,143 @@ async def test_logs_are_json_lines_with_an_access_line_per_request(
     assert line["service"] == "users"
     assert line["request_id"] == "e2e-42"
     assert server.stderr() == ""
+
+
+async def serve_until(
+    processes: Processes, config: Path, http: aiohttp.ClientSession, url: str
+) -> Path:
+    """`spork serve -c config` with nothing on the command line to override the file, once
+    ``url`` answers 200; the file its output goes to."""
+    log = config.parent / "serve.log"
+    with log.open("wb") as out:
+        proc = processes.start(
+            sys.executable, "-m", "spork_cli", "serve", "-c", str(config), "--no-reload",
+            cwd=config.parent, env=spork_env(CLI_ENV), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    async def ready() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            async with http.get(url) as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, timeout=20, what=f"{url} answering")
+    return log
+
+
+@pytest.mark.observes(
+    "server.host", "server.port", "admin.host", "admin.port", "demo.enabled", "demo.host",
+    "demo.port",
+)  # fmt: skip
+async def test_each_listener_opens_at_the_address_of_its_table(
+    tmp_path: Path, processes: Processes, http: aiohttp.ClientSession
+) -> None:
+    # Other loopback addresses than the defaults, and no --port/--admin-port: only the file.
+    port, admin_port, demo_port = free_ports(3)
+    at = {"server": "127.0.0.2", "admin": "127.0.0.3", "demo": "127.0.0.4"}
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[server]\nhost = "{at["server"]}"\nport = {port}\n\n'
+        f'[admin]\nhost = "{at["admin"]}"\nport = {admin_port}\n\n'
+        f'[demo]\nenabled = true\nhost = "{at["demo"]}"\nport = {demo_port}\n\n'
+        f'[[services]]\nname = "users"\nendpoints = ["http://{at["demo"]}:{demo_port}"]\n\n'
+        '[[routes]]\npath = "/api/users"\nservice = "users"\n'
+    )
+    await serve_until(processes, config, http, f"http://{at['admin']}:{admin_port}/health/ready")
+    async with http.get(f"http://{at['server']}:{port}/api/users") as listed:
+        assert listed.status == 200
+        assert [u["name"] for u in orjson.loads(await listed.read())] == SEED_USERS
+    async with http.get(f"http://{at['demo']}:{demo_port}/health") as demo:
+        assert demo.status == 200
+        assert demo.headers["X-Demo-Instance"]
+    for listening in (port, admin_port, demo_port):  # and not at the default address
+        assert await refuses(listening, LOOPBACK)
+
+
+@pytest.mark.observes("admin.enabled")
+async def test_a_disabled_admin_listener_is_never_opened(
+    tmp_path: Path, processes: Processes, http: aiohttp.ClientSession, upstream: Upstream
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        gateway_toml(
+            port, admin_port, {"up": upstream.url}, {"/": "up"}, admin_extra="enabled = false"
+        )
+    )
+    log = await serve_until(processes, config, http, f"http://{LOOPBACK}:{port}/x")
+
+    def serving() -> list[dict[str, object]]:
+        lines = (orjson.loads(line) for line in log.read_text().splitlines() if line)
+        return [line for line in lines if line.get("event") == "spork is serving"]
+
+    # The line comes once every listener that is to open is open.
+    [started] = await eventually(serving, what="the line saying spork is serving")
+    assert started["admin"] is None
+    assert await refuses(admin_port)
+
+
+@pytest.mark.observes("logging.level", "logging.format")
+async def test_console_logs_at_warning_level_and_above_only(
+    tmp_path: Path, processes: Processes, http: aiohttp.ClientSession, upstream: Upstream
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        gateway_toml(
+            port,
+            admin_port,
+            {"up": upstream.url},
+            {"/": "up"},
+            extra=(
+                '[logging]\nlevel = "warning"\nformat = "console"\naccess_log = false\n\n'
+                '[[deny]]\nname = "dotfiles"\npath = "/\\\\.env"\n'
+            ),
+        )
+    )
+    # stdout is a file: the default format would be JSON lines.
+    log = await serve_until(processes, config, http, f"http://{LOOPBACK}:{admin_port}/health/ready")
+    async with http.get(f"http://{LOOPBACK}:{port}/.env") as denied:
+        assert denied.status == 403
+
+    def warned() -> list[str]:
+        return [line for line in log.read_text().splitlines() if "request denied" in line]
+
+    [line] = await eventually(warned, what="the warning of the denied request")
+    assert not line.lstrip().startswith("{") and "warning" in line and "dotfiles" in line
+    # The info line at start, written before the warning, was left out.
+    assert "spork is serving" not in log.read_text()
+
+
+@pytest.mark.observes("logging.access_log")
+async def test_access_log_off_writes_no_request_lines_until_turned_on(
+    tmp_path: Path, spork_server: StartSpork, http: aiohttp.ClientSession, upstream: Upstream
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+
+    def text(access_log: bool) -> str:
+        logging = f"[logging]\naccess_log = {str(access_log).lower()}\n"
+        return gateway_toml(port, admin_port, {"up": upstream.url}, {"/": "up"}, extra=logging)
+
+    config.write_text(text(False))
+    server = await spork_server(config, port, admin_port)
+    async with http.get(f"{server.url}/quiet") as quiet:
+        assert quiet.status == 200
+    since = time.time()
+    replace_file(config, text(True))  # access_log reloads
+    assert (await server.reloaded_since(since))["result"] == "applied"
+    async with http.get(f"{server.url}/loud") as loud:
+        assert loud.status == 200
+
+    def logged() -> list[str]:
+        return [str(line["path"]) for line in server.events("request")]
+
+    # Lines go out in order: once /loud's is written, /quiet's would have been before it.
+    assert await eventually(logged, what="the access line of /loud") == ["/loud"]
 
 
 # --- start-up errors ---------------------------------------------------------------------------

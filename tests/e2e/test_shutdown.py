@@ -83,6 +83,7 @@ async def test_signal_drains_in_flight_requests_then_exits_0(
     assert "Traceback" not in server.output()
 
 
+@pytest.mark.observes("server.timeouts.shutdown")
 async def test_drain_is_bounded_by_the_shutdown_timeout(
     tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:

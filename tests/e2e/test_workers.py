@@ -120,6 +120,24 @@ async def test_workers_share_the_port_and_all_stop_on_sigterm(
     assert "Traceback" not in server.output()
 
 
+@pytest.mark.observes("server.workers")
+async def test_server_workers_in_the_file_starts_that_many_workers(
+    tmp_path: Path, upstream: Upstream, spork_server: StartSpork
+) -> None:
+    port, admin_port = free_ports(2)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        gateway_toml(
+            port, admin_port, {"up": upstream.url}, {"/": "up"}, server_extra=f"workers = {WORKERS}"
+        )
+    )
+    server = await spork_server(config, port, admin_port, serving=WORKERS)  # no --workers
+    workers = await worker_pids(server)
+    listeners = inodes_where(server.port, None, TCP_LISTEN)
+    assert all(socket_inodes(pid) & listeners for pid in workers)
+    assert not socket_inodes(server.pid) & listeners
+
+
 async def test_a_killed_worker_is_replaced(
     tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:

@@ -103,7 +103,7 @@ def bounded(tmp_path: Path, spork_server: StartSpork, raw_upstream: RawUpstream)
         **settings: object,
     ) -> SporkServer:
         server = {"max_connections": 16, "max_header_size": "32KiB"}
-        timeouts = {"header": "500ms", "body_idle": "500ms", "body": "30s"}
+        timeouts = {"header": "500ms", "body_idle": "500ms", "body": "30s", "keepalive": "75s"}
         for key, value in settings.items():
             (timeouts if key in timeouts else server)[key] = value
 
@@ -274,6 +274,7 @@ async def test_a_61_kb_bomb_is_no_500(
 # --- request heads -----------------------------------------------------------------------------
 
 
+@pytest.mark.observes("server.timeouts.header")
 async def test_a_head_sent_too_slowly_is_a_408_and_the_connection_closes(
     bounded: Start,
     connect: Connect,
@@ -329,6 +330,25 @@ async def test_a_64_kib_head_is_a_431_problem(
         assert await connection.closed()
 
 
+@pytest.mark.observes("server.max_header_size")
+async def test_a_head_past_a_lowered_max_header_size_is_a_431_problem(
+    bounded: Start, connect: Connect
+) -> None:
+    server = await bounded(max_header_size="8KiB")
+    small = head("GET", "/open/x", *(f"X-Filler-{i}: {'a' * 1000}" for i in range(4)))
+    large = head("GET", "/open/x", *(f"X-Filler-{i}: {'a' * 1000}" for i in range(12)))
+    assert len(small) < 8 * 1024 < len(large) < 32 * 1024  # the default would take both
+    connection = await connect(server)
+    await connection.send(small)
+    async with asyncio.timeout(10):
+        assert (await connection.response())[0] == 200
+        await connection.send(large)
+        _, headers, body = await connection.response()
+        problem_of(431, body, "header-too-large")
+        assert headers["connection"] == "close"
+        assert await connection.closed()
+
+
 @pytest.mark.parametrize(
     ("line", "status", "slug"),
     [
@@ -358,6 +378,7 @@ async def test_a_line_over_the_parser_limits_is_its_own_status(
         ("checked", 100, 6),  # read by the validator
     ],
 )
+@pytest.mark.observes("server.timeouts.body_idle")
 async def test_a_body_that_stops_coming_is_a_408_and_the_connection_closes(
     bounded: Start,
     raw_upstream: RawUpstream,
@@ -383,6 +404,7 @@ async def test_a_body_that_stops_coming_is_a_408_and_the_connection_closes(
     [("open", 1000), ("open", 300_000), ("checked", 1000)],
     ids=["read-whole", "streamed", "validated"],
 )
+@pytest.mark.observes("server.timeouts.body")
 async def test_a_body_that_trickles_past_timeouts_body_is_a_408(
     bounded: Start, raw_upstream: RawUpstream, route: str, length: int, connect: Connect
 ) -> None:
@@ -463,6 +485,7 @@ async def test_an_answer_before_the_body_closes_the_connection_without_reading_i
 # --- connections -------------------------------------------------------------------------------
 
 
+@pytest.mark.observes("server.max_connections")
 async def test_connections_past_max_connections_are_refused_while_the_others_work(
     bounded: Start,
     connect: Connect,
@@ -491,6 +514,22 @@ async def test_connections_past_max_connections_are_refused_while_the_others_wor
     await eventually(served_again, timeout=10, what="a freed slot taking a new connection")
     for connection in held:
         connection.close()
+
+
+@pytest.mark.observes("server.timeouts.keepalive")
+async def test_an_idle_keep_alive_connection_is_closed_after_timeouts_keepalive(
+    bounded: Start, connect: Connect
+) -> None:
+    server = await bounded(keepalive="300ms", header="30s")
+    connection = await connect(server)
+    await connection.send(head("GET", "/open/ping"))
+    async with asyncio.timeout(10):
+        status, headers, _ = await connection.response()
+    assert status == 200
+    assert headers.get("connection", "keep-alive").lower() != "close"
+    # The default (75 s) would hold the idle connection open far past this bound.
+    async with asyncio.timeout(5):
+        assert await connection.closed()
 
 
 async def test_the_bounds_hold_in_every_worker(bounded: Start, connect: Connect) -> None:

@@ -30,6 +30,7 @@ def vary(headers: Any) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Vary", []) for t in v.split(",")}
 
 
+@pytest.mark.observes("cors.allow_origins", "cors.allow_headers")
 async def test_preflight_is_answered_at_the_gateway(gateway: Gateway, backend: Backend) -> None:
     cors = {"allow_origins": [APP], "max_age": "10m", "allow_headers": ["Content-Type", "X-Api"]}
     client = await gateway(edge_config(backend.url, cors=cors))
@@ -48,6 +49,19 @@ async def test_preflight_is_answered_at_the_gateway(gateway: Gateway, backend: B
     assert backend.calls == 0
 
 
+@pytest.mark.observes("cors.allow_methods", "cors.max_age")
+async def test_preflight_lists_the_methods_and_max_age_set(
+    gateway: Gateway, backend: Backend
+) -> None:
+    cors = {"allow_origins": [APP], "allow_methods": ["get", "PUT"], "max_age": "90s"}
+    client = await gateway(edge_config(backend.url, cors=cors))
+    async with client.options("/users", headers=preflight(APP, "PUT")) as response:
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Methods"] == "GET, PUT"
+        assert response.headers["Access-Control-Max-Age"] == "90"
+    assert backend.calls == 0
+
+
 async def test_preflight_on_a_route_that_does_not_take_options(
     gateway: Gateway, backend: Backend
 ) -> None:
@@ -62,6 +76,7 @@ async def test_preflight_on_a_route_that_does_not_take_options(
     assert backend.calls == 0
 
 
+@pytest.mark.observes("routes.cors.allow_origins")
 async def test_preflight_follows_the_route_of_the_method_asked_about(
     gateway: Gateway, backend: Backend
 ) -> None:
@@ -112,6 +127,7 @@ async def test_refused_origin_gets_no_cors_headers_even_from_the_upstream(
     assert backend.calls == 2
 
 
+@pytest.mark.observes("cors.allow_origins", "cors.expose_headers")
 async def test_allowed_origin_on_an_actual_request(gateway: Gateway, backend: Backend) -> None:
     cors = {"allow_origins": [APP], "expose_headers": ["X-Request-ID", "X-Total"]}
     client = await gateway(edge_config(backend.url, cors=cors))
@@ -151,6 +167,7 @@ async def test_gateway_errors_of_a_cors_route_carry_cors_headers(gateway: Gatewa
         assert response.headers["Access-Control-Allow-Origin"] == APP
 
 
+@pytest.mark.observes("cors.allow_origin_regex")
 async def test_regex_origins_must_match_the_whole_origin(
     gateway: Gateway, backend: Backend
 ) -> None:
@@ -171,6 +188,7 @@ async def test_regex_origins_must_match_the_whole_origin(
     assert backend.calls == 6
 
 
+@pytest.mark.observes("cors.allow_credentials")
 async def test_credentials_echo_the_origin(gateway: Gateway, backend: Backend) -> None:
     cors = {"allow_origins": [APP], "allow_credentials": True}
     client = await gateway(edge_config(backend.url, cors=cors))
@@ -226,6 +244,7 @@ async def test_any_header_echoes_what_the_preflight_asks_for(
         assert vary(response.headers) == {"origin", "access-control-request-headers"}
 
 
+@pytest.mark.observes("routes.cors.allow_origins")
 async def test_route_cors_replaces_the_global_one(gateway: Gateway, backend: Backend) -> None:
     config = edge_config(
         backend.url,
@@ -240,6 +259,52 @@ async def test_route_cors_replaces_the_global_one(gateway: Gateway, backend: Bac
         assert response.headers["Access-Control-Allow-Origin"] == "https://partner.test"
     async with client.get("/other", headers={"Origin": APP}) as response:
         assert response.headers["Access-Control-Allow-Origin"] == APP
+
+
+@pytest.mark.observes(
+    "routes.cors.allow_origin_regex",
+    "routes.cors.allow_methods",
+    "routes.cors.allow_headers",
+    "routes.cors.expose_headers",
+    "routes.cors.allow_credentials",
+    "routes.cors.max_age",
+)
+async def test_a_routes_own_cors_table_answers_for_that_route(
+    gateway: Gateway, backend: Backend
+) -> None:
+    cors = {
+        "allow_origin_regex": [PATTERN],
+        "allow_methods": ["GET", "PATCH"],
+        "allow_headers": ["X-Api"],
+        "expose_headers": ["X-Total"],
+        "allow_credentials": True,
+        "max_age": "2m",
+    }
+    client = await gateway(
+        edge_config(backend.url, {"path": "/partner", "cors": cors}, {"path": "/"})
+    )
+    origin = "https://app.example.com"
+    async with client.options("/partner/x", headers=preflight(origin, "PATCH")) as response:
+        assert response.status == 204
+        assert cors_headers(response.headers) == {
+            "access-control-allow-origin": origin,
+            "access-control-allow-methods": "GET, PATCH",
+            "access-control-allow-headers": "X-Api",
+            "access-control-allow-credentials": "true",
+            "access-control-max-age": "120",
+        }
+    async with client.get("/partner/x", headers={"Origin": origin}) as response:
+        assert response.status == 200
+        assert cors_headers(response.headers) == {
+            "access-control-allow-origin": origin,
+            "access-control-allow-credentials": "true",
+            "access-control-expose-headers": "X-Total",
+        }
+    async with client.get("/partner/x", headers={"Origin": "https://example.com"}) as response:
+        assert cors_headers(response.headers) == {}  # the regex does not match
+    async with client.get("/other", headers={"Origin": origin}) as response:
+        assert cors_headers(response.headers) == {}  # no CORS on the route without the table
+    assert backend.calls == 3
 
 
 async def test_without_cors_preflights_go_upstream_untouched(

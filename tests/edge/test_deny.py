@@ -31,6 +31,7 @@ def denying(backend_url: str, *routes: dict[str, object], **sections: object) ->
         ("/admin/users?page=2&debug=1", {}, "admin-debug"),
     ],
 )
+@pytest.mark.observes("deny.name", "deny.path", "deny.query", "deny.header", "deny.value")
 async def test_a_matching_request_is_403_naming_the_rule(
     gateway: Gateway, backend: Backend, path: str, headers: dict[str, str], rule: str
 ) -> None:

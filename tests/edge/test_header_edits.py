@@ -44,6 +44,7 @@ def config(port: int, admin_port: int, upstream: Upstream, edits: str = EDITS) -
 ASK = "respond-header=X-Powered-By:Express&respond-header=Cache-Control:max-age=60"
 
 
+@pytest.mark.observes("routes.request_headers.set", "routes.request_headers.remove")
 async def test_request_edits_remove_then_set_what_goes_upstream(
     tmp_path: Path, upstream: Upstream, spork_server: StartSpork, http: aiohttp.ClientSession
 ) -> None:
@@ -68,6 +69,7 @@ async def test_request_edits_remove_then_set_what_goes_upstream(
 
 
 @pytest.mark.parametrize("path", ["/api/x", "/api/stream"], ids=["relayed", "streamed"])
+@pytest.mark.observes("routes.response_headers.set", "routes.response_headers.remove")
 async def test_response_edits_apply_to_relayed_and_streamed_answers(
     tmp_path: Path,
     upstream: Upstream,

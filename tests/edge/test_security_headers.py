@@ -74,6 +74,7 @@ async def test_405_problem_gets_the_headers(gateway: Gateway, backend: Backend) 
         assert security(response.headers) == DEFAULT
 
 
+@pytest.mark.observes("routes.security_headers.preset")
 async def test_502_problem_gets_the_route_headers(gateway: Gateway) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     config = edge_config(dead, {"path": "/", "security_headers": {"preset": "strict"}})
@@ -117,6 +118,7 @@ async def test_an_explicit_header_replaces_the_upstream_one(
     assert found == {**DEFAULT, "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "unsafe-url"}
 
 
+@pytest.mark.observes("security_headers.preset")
 async def test_strict_preset(gateway: Gateway, backend: Backend) -> None:
     client = await gateway(edge_config(backend.url, security_headers={"preset": "strict"}))
     async with client.get("/x") as response:
@@ -133,6 +135,7 @@ async def test_strict_preset(gateway: Gateway, backend: Backend) -> None:
     }
 
 
+@pytest.mark.observes("security_headers.preset", "security_headers.referrer_policy")
 async def test_off_preset_sends_only_the_keys_set(gateway: Gateway, backend: Backend) -> None:
     config = edge_config(
         backend.url, security_headers={"preset": "off", "referrer_policy": "same-origin"}
@@ -143,6 +146,13 @@ async def test_off_preset_sends_only_the_keys_set(gateway: Gateway, backend: Bac
         assert response.headers["Server"] == "spork"
 
 
+@pytest.mark.observes(
+    "security_headers.frame_options",
+    "security_headers.content_security_policy",
+    "security_headers.permissions_policy",
+    "security_headers.referrer_policy",
+    "security_headers.extra",
+)
 async def test_keys_and_extra_override_the_preset(gateway: Gateway, backend: Backend) -> None:
     section = {
         "preset": "default",
@@ -168,6 +178,7 @@ async def test_keys_and_extra_override_the_preset(gateway: Gateway, backend: Bac
     }
 
 
+@pytest.mark.observes("routes.security_headers.preset")
 async def test_route_table_replaces_the_global_one(gateway: Gateway, backend: Backend) -> None:
     config = edge_config(
         backend.url,
@@ -184,6 +195,50 @@ async def test_route_table_replaces_the_global_one(gateway: Gateway, backend: Ba
         assert security(response.headers) == {}
 
 
+@pytest.mark.observes(
+    "routes.security_headers.hsts_max_age",
+    "routes.security_headers.content_security_policy",
+    "routes.security_headers.frame_options",
+    "routes.security_headers.referrer_policy",
+    "routes.security_headers.permissions_policy",
+    "routes.security_headers.extra",
+)
+async def test_a_routes_own_keys_set_its_headers(gateway: Gateway, backend: Backend) -> None:
+    section = {
+        "hsts_max_age": "1h",
+        "content_security_policy": "default-src 'self'",
+        "frame_options": "DENY",
+        "referrer_policy": "no-referrer",
+        "permissions_policy": "camera=()",
+        "extra": {"Cross-Origin-Opener-Policy": "same-origin"},
+    }
+    config = edge_config(
+        backend.url,
+        {"path": "/api", "security_headers": section},
+        {"path": "/"},
+        server={"trusted_proxies": ["127.0.0.1/32"]},
+    )
+    client = await gateway(config)
+    https = {"X-Forwarded-Proto": "https"}
+    async with client.get("/api/x", headers=https) as response:
+        assert response.status == 200
+        assert security(response.headers) == {
+            "X-Content-Type-Options": "nosniff",  # the default preset fills in the rest
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'self'",
+            "Permissions-Policy": "camera=()",
+            "Strict-Transport-Security": "max-age=3600",
+        }
+        assert response.headers.getall("Cross-Origin-Opener-Policy") == ["same-origin"]
+    async with client.get("/other", headers=https) as response:
+        assert security(response.headers) == {
+            **DEFAULT,
+            "Strict-Transport-Security": "max-age=31536000",
+        }
+        assert "Cross-Origin-Opener-Policy" not in response.headers
+
+
 # --- HSTS ----------------------------------------------------------------------------------------
 
 
@@ -191,6 +246,7 @@ def hsts_config(backend_url: str, **server: object) -> GatewayConfig:
     return edge_config(backend_url, server=server, security_headers={"hsts_max_age": "1d"})
 
 
+@pytest.mark.observes("security_headers.hsts_max_age")
 async def test_hsts_over_tls_and_not_over_plain_http(
     gateway: Gateway, backend: Backend, tls_server_context: ssl.SSLContext
 ) -> None:

@@ -198,6 +198,7 @@ async def test_malformed_json_is_400(
     assert backend.calls == 0
 
 
+@pytest.mark.observes("routes.body_schema")
 async def test_schema_errors_are_422_listing_every_error_with_its_path(
     gateway: Gateway, backend: Backend, schema_file: Path
 ) -> None:
@@ -238,6 +239,7 @@ async def test_methods_without_a_body_are_not_checked(
     assert backend.calls == 1
 
 
+@pytest.mark.observes("routes.body_schema")
 async def test_other_routes_are_not_checked(
     gateway: Gateway, backend: Backend, schema_file: Path
 ) -> None:

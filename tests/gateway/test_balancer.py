@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 
 from spork_cli.gateway.balancer import Balancer, EndpointState
+from tests.gateway.conftest import Gateway, single_service
+from tests.support import UpstreamFactory
 
 STRATEGIES = ("round_robin", "weighted", "least_conn", "p2c")
 
@@ -169,3 +171,22 @@ def test_success_resets_consecutive_failures() -> None:
     endpoint.record_success()
     assert endpoint.record_failure(threshold=2, cooldown=10.0, now=0.0) is False
     assert endpoint.available(0.0)
+
+
+@pytest.mark.observes("services.balance", "services.endpoints.weight")
+@pytest.mark.parametrize(
+    ("balance", "shares"), [("weighted", {"a": 6, "b": 2}), ("round_robin", {"a": 4, "b": 4})]
+)
+async def test_the_gateway_spreads_requests_as_balance_and_weights_say(
+    gateway: Gateway, upstream_factory: UpstreamFactory, balance: str, shares: dict[str, int]
+) -> None:
+    a, b = await upstream_factory.many("a", "b")
+    data = single_service(a.url, b.url, balance=balance)
+    data["services"][0]["endpoints"] = [{"url": a.url, "weight": 3}, {"url": b.url, "weight": 1}]
+    client = await gateway(data)
+    seen: Counter[str] = Counter()
+    for _ in range(8):
+        async with client.get("/x") as response:
+            assert response.status == 200
+            seen[response.headers["X-Upstream"]] += 1
+    assert seen == shares  # round robin leaves weights out

@@ -88,6 +88,7 @@ async def test_headers_with_underscores_are_dropped_by_default(
     assert headers["x-custom"] == "2"
 
 
+@pytest.mark.observes("server.underscores_in_headers")
 async def test_allowed_underscores_pass_but_not_as_a_header_the_gateway_sets(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -146,6 +147,7 @@ async def test_trace_is_a_405_problem_by_default(gateway: Gateway, upstream: Ups
     assert upstream.requests == []
 
 
+@pytest.mark.observes("server.allow_trace")
 async def test_trace_reaches_the_upstream_when_allowed(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -194,6 +196,7 @@ async def test_proxy_only_headers_are_stripped_from_other_clients(
 
 
 @pytest.mark.parametrize("name", PROXY_ONLY)
+@pytest.mark.observes("server.trusted_proxies")
 async def test_proxy_only_headers_pass_from_a_trusted_proxy(
     gateway: Gateway, upstream: Upstream, name: str
 ) -> None:

@@ -1063,6 +1063,7 @@ async def test_head_timeout_is_not_lost_when_data_arrives_as_it_fires(
 # --- the pool limit ----------------------------------------------------------------------------
 
 
+@pytest.mark.observes("services.max_connections")
 async def test_pool_limit_holds_under_concurrency_through_the_gateway(gateway: Gateway) -> None:
     release = asyncio.Event()
 
@@ -1344,11 +1345,14 @@ async def test_connect_timeout_is_upstream_timeout(make_pool: Callable[..., h1.H
         assert pool._open == 0
 
 
+@pytest.mark.observes("services.connect_timeout")
 async def test_connect_timeout_is_504_problem_through_the_gateway(gateway: Gateway) -> None:
     async with never_accepting() as port:
         client = await gateway(
             single_service(f"http://{LOOPBACK}:{port}", retries=NO_RETRIES, connect_timeout="200ms")
         )
+        started = time.monotonic()
         async with client.get("/x") as answer:
             problem = await expect_problem(answer, 504)
         assert problem["type"] == "urn:spork:problem:upstream-timeout"
+        assert time.monotonic() - started < 1.5  # the 200 ms, not the default 2 s

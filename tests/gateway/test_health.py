@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from spork_cli.gateway.balancer import EndpointState
 from tests.gateway.conftest import (
     Client,
@@ -58,6 +60,7 @@ async def hit_until(client: Client, server: Upstream, hits: int, limit: int = 10
 # --- passive ---------------------------------------------------------------------------------
 
 
+@pytest.mark.observes("services.passive.failures")
 async def test_endpoint_is_ejected_after_consecutive_failures(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
@@ -71,6 +74,7 @@ async def test_endpoint_is_ejected_after_consecutive_failures(
     assert bad.hits == 2
 
 
+@pytest.mark.observes("services.passive.cooldown")
 async def test_ejected_endpoint_returns_after_the_cooldown(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
@@ -126,6 +130,7 @@ async def test_single_endpoint_is_never_ejected(
 # --- active ----------------------------------------------------------------------------------
 
 
+@pytest.mark.observes("services.health.interval")
 async def test_active_check_marks_unhealthy_after_threshold_and_healthy_after_restart(
     gateway: Gateway, upstream_factory: UpstreamFactory
 ) -> None:
@@ -142,13 +147,14 @@ async def test_active_check_marks_unhealthy_after_threshold_and_healthy_after_re
     await hit_until(client, b, 1, limit=3)
 
 
+@pytest.mark.observes("services.health.unhealthy_threshold")
 async def test_unhealthy_threshold_needs_consecutive_failed_probes(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
     sick = await upstream_factory("sick")
     sick.answer(503, "/health")
     client = await gateway(
-        single_service(upstream.url, sick.url, health=active(unhealthy_threshold=3))
+        single_service(upstream.url, sick.url, health=active(unhealthy_threshold=4))
     )
     sick_state = state(client, sick.url)
     observed: list[tuple[int, bool]] = []
@@ -158,7 +164,8 @@ async def test_unhealthy_threshold_needs_consecutive_failed_probes(
         return not sick_state.healthy
 
     await wait_until(marked, message="sick marked unhealthy")
-    assert all(healthy for count, healthy in observed if count < 3)
+    assert all(healthy for count, healthy in observed if count < 4)
+    assert observed[-1][0] >= 4  # not before the fourth failed probe (the default is 3)
     assert sick_state.last_error == "unexpected status 503"
 
 
@@ -205,3 +212,50 @@ async def test_passing_probe_ends_a_passive_ejection(
         failed = state(client, a.url if response.headers["X-Upstream"] == "a" else b.url)
     assert not failed.available(time.monotonic())
     await wait_until(lambda: failed.available(time.monotonic()), message="probe ends ejection")
+
+
+@pytest.mark.observes("services.health.path", "services.health.expected_status")
+async def test_probes_ask_the_configured_path_for_an_expected_status(
+    gateway: Gateway, upstream_factory: UpstreamFactory
+) -> None:
+    ready, other = await upstream_factory.many("ready", "other")
+    ready.answer(202, "/ready")  # other answers /ready with the echo's 200
+    check = active(path="/ready", expected_status=[202], unhealthy_threshold=1)
+    client = await gateway(single_service(ready.url, other.url, health=check))
+    other_state = state(client, other.url)
+    await wait_until(lambda: not other_state.healthy, message="other marked unhealthy")
+    assert other_state.last_error == "unexpected status 200"
+    await wait_until(lambda: ready.calls("/ready") >= 2, message="ready probed twice")
+    assert state(client, ready.url).healthy
+    assert ready.calls("/health") == other.calls("/health") == 0
+
+
+@pytest.mark.observes("services.health.timeout")
+async def test_a_probe_slower_than_the_timeout_fails(gateway: Gateway, upstream: Upstream) -> None:
+    check = active(path="/slow?ms=400", timeout="100ms", unhealthy_threshold=1)
+    client = await gateway(single_service(upstream.url, health=check))
+    only = state(client, upstream.url)
+    await wait_until(lambda: not only.healthy, message="the slow endpoint marked unhealthy")
+    assert only.last_error == "timed out after 100ms"
+
+
+@pytest.mark.observes("services.health.healthy_threshold")
+async def test_healthy_threshold_needs_consecutive_passed_probes(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    upstream.answer(503, "/health")
+    check = active(interval="50ms", unhealthy_threshold=1, healthy_threshold=4)
+    client = await gateway(single_service(upstream.url, health=check))
+    only = state(client, upstream.url)
+    await wait_until(lambda: not only.healthy, message="endpoint marked unhealthy")
+    upstream.answer(200, "/health")
+    passing_from = upstream.calls("/health")
+    observed: list[tuple[int, bool]] = []
+
+    def marked() -> bool:
+        observed.append((upstream.calls("/health") - passing_from, only.healthy))
+        return only.healthy
+
+    await wait_until(marked, message="endpoint marked healthy again")
+    assert all(not healthy for count, healthy in observed if count < 4)
+    assert observed[-1][0] >= 4  # not before the fourth passed probe (the default is 2)

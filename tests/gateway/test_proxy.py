@@ -50,6 +50,7 @@ async def test_raw_path_with_encoded_slash_and_query_reach_upstream_intact(
     assert upstream.requests[-1].raw_path == "/api/files/a%3Bb/c%20d?x=1&y=%2F&z=a+b&empty="
 
 
+@pytest.mark.observes("routes.strip_prefix")
 async def test_strip_prefix_through_the_gateway_keeps_encoding_and_query(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -62,6 +63,7 @@ async def test_strip_prefix_through_the_gateway_keeps_encoding_and_query(
     assert seen["raw_path"] == "/?q=1"
 
 
+@pytest.mark.observes("services.endpoints.url")
 async def test_endpoint_url_path_is_prepended(gateway: Gateway, upstream: Upstream) -> None:
     client = await gateway(
         single_service(f"{upstream.url}/base/", route={"path": "/api", "strip_prefix": True})
@@ -260,6 +262,7 @@ async def test_host_is_rewritten_to_the_endpoint(gateway: Gateway, upstream: Ups
     assert headers["host"] == f"127.0.0.1:{upstream.port}"
 
 
+@pytest.mark.observes("services.preserve_host")
 async def test_host_is_preserved_when_the_service_asks(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -280,6 +283,7 @@ async def test_small_body_and_method_pass_through(gateway: Gateway, upstream: Up
     assert seen["body"] == '{"name": "ada"}'
 
 
+@pytest.mark.observes("routes.max_body")
 async def test_content_length_over_route_limit_is_413_problem(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -290,6 +294,7 @@ async def test_content_length_over_route_limit_is_413_problem(
     assert upstream.requests == []
 
 
+@pytest.mark.observes("server.max_body")
 async def test_content_length_over_server_limit_is_413_problem(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -399,6 +404,7 @@ async def test_encoded_slashes_are_refused_by_default(gateway: Gateway, upstream
     assert upstream.requests == []
 
 
+@pytest.mark.observes("server.encoded_slashes")
 async def test_encoded_slashes_kept_by_the_setting_stay_encoded(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -411,6 +417,18 @@ async def test_encoded_slashes_kept_by_the_setting_stay_encoded(
     async with client.get(URL("/public/x/..%2Fadmin", encoded=True)) as response:
         body = await expect_problem(response, 400)
     assert body["type"] == "urn:spork:problem:ambiguous-path"
+
+
+@pytest.mark.observes("server.merge_slashes")
+async def test_runs_of_slashes_are_merged_unless_the_setting_is_off(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    merged = await gateway(single_service(upstream.url, route={"path": "/public"}))
+    assert (await echo(merged, "/public//a///b?q=1"))["raw_path"] == "/public/a/b?q=1"
+    kept = await gateway(
+        single_service(upstream.url, route={"path": "/public"}, server={"merge_slashes": False})
+    )
+    assert (await echo(kept, "/public//a///b?q=1"))["raw_path"] == "/public//a///b?q=1"
 
 
 @pytest.mark.parametrize(

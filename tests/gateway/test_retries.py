@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from spork_cli.gateway import proxy
 from spork_cli.gateway.upstream import MIN_RETRIES_PER_WINDOW, RetryBudget
 from tests.gateway.conftest import (
     Gateway,
@@ -93,6 +94,52 @@ async def test_status_not_in_on_status_is_not_retried(
     assert bad.hits == 1
 
 
+@pytest.mark.observes("services.retries.on_status")
+async def test_status_listed_in_on_status_is_retried(
+    gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
+) -> None:
+    bad = await upstream_factory("bad", status=500)
+    client = await gateway(single_service(bad.url, upstream.url, retries=retries(on_status=[500])))
+    for _ in range(2):
+        async with client.get("/x") as response:
+            assert response.status == 200
+            assert response.headers["X-Upstream"] == "upstream"
+    assert bad.hits == 1
+    assert len(upstream.requests) == 2
+
+
+@pytest.mark.observes("services.retries.backoff", "services.retries.max_backoff")
+@pytest.mark.parametrize(
+    ("backoff", "max_backoff", "at_least", "below"),
+    [("300ms", "10s", 0.3, 5.0), ("10s", "50ms", 0.05, 0.5)],
+    ids=["backoff", "max_backoff"],
+)
+async def test_the_wait_before_a_retry_is_the_backoff_capped_by_max_backoff(
+    gateway: Gateway,
+    upstream_factory: UpstreamFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    backoff: str,
+    max_backoff: str,
+    at_least: float,
+    below: float,
+) -> None:
+    # Full jitter waits a random share of the ceiling; pinned to the whole of it here, the
+    # wait before the one retry is exactly min(backoff, max_backoff).
+    monkeypatch.setattr(proxy.random, "uniform", lambda low, high: high)
+    bad = await upstream_factory("bad", status=503)
+    client = await gateway(
+        single_service(
+            bad.url, retries={"attempts": 1, "backoff": backoff, "max_backoff": max_backoff}
+        )
+    )
+    started = time.monotonic()
+    async with client.get("/x") as response:
+        assert response.status == 503
+    elapsed = time.monotonic() - started
+    assert bad.hits == 2
+    assert at_least <= elapsed < below
+
+
 async def test_post_is_not_retried(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
@@ -107,6 +154,7 @@ async def test_post_is_not_retried(
     assert len(upstream.requests) == 1
 
 
+@pytest.mark.observes("routes.retry_non_idempotent")
 async def test_post_is_retried_when_the_route_opts_in(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
@@ -173,6 +221,7 @@ async def test_refused_connection_everywhere_is_502_after_every_attempt(
     assert pool_of(client).endpoints[0].failures == 3
 
 
+@pytest.mark.observes("services.timeout")
 async def test_timeout_is_504_and_not_retried(
     gateway: Gateway, upstream_factory: UpstreamFactory
 ) -> None:
@@ -186,6 +235,7 @@ async def test_timeout_is_504_and_not_retried(
     assert len(a.requests) + len(b.requests) == 1
 
 
+@pytest.mark.observes("routes.timeout")
 async def test_route_timeout_overrides_the_service_timeout(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -194,6 +244,7 @@ async def test_route_timeout_overrides_the_service_timeout(
         await expect_problem(response, 504)
 
 
+@pytest.mark.observes("server.timeouts.request")
 async def test_server_request_timeout_bounds_the_whole_request(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -234,6 +285,7 @@ async def test_upstream_not_reading_a_streamed_body_gives_504(gateway: Gateway) 
         await server.wait_closed()
 
 
+@pytest.mark.observes("services.retries.budget")
 async def test_budget_exhaustion_stops_retries(
     gateway: Gateway, upstream_factory: UpstreamFactory
 ) -> None:
@@ -249,6 +301,7 @@ async def test_budget_exhaustion_stops_retries(
     assert bad.hits == 1 + MIN_RETRIES_PER_WINDOW + 1
 
 
+@pytest.mark.observes("services.retries.budget")
 async def test_zero_budget_disables_retries(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:
@@ -261,6 +314,7 @@ async def test_zero_budget_disables_retries(
     assert sorted(statuses) == [200, 503]
 
 
+@pytest.mark.observes("services.retries.attempts")
 async def test_attempts_zero_disables_retries(
     gateway: Gateway, upstream: Upstream, upstream_factory: UpstreamFactory
 ) -> None:

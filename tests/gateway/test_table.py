@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from spork_cli.gateway.app import compile_table
+from spork_cli.gateway.keys import METRICS
 from spork_cli.gateway.table import RouteTable, strip
 from tests.gateway.conftest import Gateway, config_of, expect_problem, json_of, single_service
-from tests.support import Upstream
+from tests.support import Upstream, UpstreamFactory
 
 TableFactory = Callable[..., Awaitable[RouteTable]]
 ENDPOINT = "http://127.0.0.1:9"  # never contacted: these tests only match
@@ -193,6 +194,7 @@ async def test_without_strip_prefix_the_raw_path_is_sent_unchanged(table: TableF
 # --- through the app ---------------------------------------------------------------------------
 
 
+@pytest.mark.observes("routes.path")
 async def test_unmatched_path_is_404_problem(gateway: Gateway, upstream: Upstream) -> None:
     client = await gateway(single_service(upstream.url, route={"path": "/api"}))
     async with client.get("/apix") as response:
@@ -201,6 +203,7 @@ async def test_unmatched_path_is_404_problem(gateway: Gateway, upstream: Upstrea
     assert upstream.requests == []
 
 
+@pytest.mark.observes("routes.methods")
 async def test_disallowed_method_is_405_problem_with_allow_including_head(
     gateway: Gateway, upstream: Upstream
 ) -> None:
@@ -227,3 +230,48 @@ async def test_matched_route_forwards_and_answers_with_server_header(
         assert response.status == 200
         assert response.headers["Server"] == "spork"
         assert (await json_of(response))["raw_path"] == "/api/x"
+
+
+@pytest.mark.observes("routes.service", "routes.path")
+async def test_each_route_forwards_to_its_own_service(
+    gateway: Gateway, upstream_factory: UpstreamFactory
+) -> None:
+    users, orders = await upstream_factory.many("users", "orders")
+    client = await gateway(
+        {
+            "services": [
+                {"name": "users-svc", "endpoints": [users.url]},
+                {"name": "orders-svc", "endpoints": [orders.url]},
+            ],
+            "routes": [
+                {"path": "/users", "service": "users-svc"},
+                {"path": "/orders", "service": "orders-svc"},
+            ],
+        }
+    )
+    for path, name in [("/users/1", "users"), ("/orders/7", "orders"), ("/users", "users")]:
+        async with client.get(path) as response:
+            assert response.status == 200
+            assert response.headers["X-Upstream"] == name
+    assert [r.raw_path for r in users.requests] == ["/users/1", "/users"]
+    assert [r.raw_path for r in orders.requests] == ["/orders/7"]
+
+
+@pytest.mark.observes("routes.name")
+async def test_requests_are_counted_under_the_route_name_or_its_path(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    client = await gateway(
+        {
+            "services": [{"name": "svc", "endpoints": [upstream.url]}],
+            "routes": [
+                {"path": "/api/users", "service": "svc", "name": "users"},
+                {"path": "/api", "service": "svc"},
+            ],
+        }
+    )
+    for path in ("/api/users/1", "/api/users/2", "/api/other"):
+        async with client.get(path) as response:
+            assert response.status == 200
+    counted = client.app[METRICS].counters["requests"]
+    assert counted == {("users", "GET", "200"): 2, ("/api", "GET", "200"): 1}

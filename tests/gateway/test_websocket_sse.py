@@ -179,6 +179,24 @@ async def test_websocket_subprotocol_is_the_one_the_upstream_chose(ws_gateway: C
         assert ws.protocol is None
 
 
+@pytest.mark.observes("routes.websocket")
+async def test_a_route_with_websocket_off_does_not_upgrade(
+    gateway: Gateway, aiohttp_server: ServerFactory
+) -> None:
+    server = await aiohttp_server(build_demo_app("ws-demo"))
+    url = str(server.make_url("")).rstrip("/")
+    client = await gateway(single_service(url, route={"websocket": False}))
+    async with client.get("/ws", headers=upgrade_headers()) as response:
+        # Forwarded as a plain GET, hop-by-hop Upgrade dropped: the demo's WebSocket
+        # endpoint refuses a request that asks for no upgrade.
+        assert response.status == 400
+        assert response.headers["X-Demo-Instance"] == "ws-demo"
+        assert "Upgrade" not in response.headers
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        async with asyncio.timeout(READ_LIMIT):
+            await client.ws_connect("/ws")
+
+
 async def test_websocket_to_an_unreachable_upstream_is_502_problem(gateway: Gateway) -> None:
     client = await gateway(single_service(f"http://{LOOPBACK}:{free_port()}"))
     async with client.get("/ws", headers=upgrade_headers()) as response:

@@ -60,6 +60,7 @@ async def run_three(
         return await asyncio.gather(*(bounded(n) for n in range(REQUESTS)))
 
 
+@pytest.mark.observes("state.backend", "state.url")
 async def test_three_gateways_on_one_redis_admit_exactly_the_limit(
     tmp_path: Path, redis_url: str, upstream: Upstream, servers: list[SporkServer]
 ) -> None:
