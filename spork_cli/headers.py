@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+SERVER = "spork"  # the Server header of every answer: never a version, nothing to fingerprint
+
 # Framing and connection headers: the gateway computes them for each hop.
 FRAMING = frozenset(
     ("connection", "content-length", "keep-alive", "te", "trailer", "transfer-encoding",

@@ -17,12 +17,12 @@ from spork_cli.errors import StateError
 from spork_cli.gateway.admin_guard import Guard
 from spork_cli.gateway.admin_http import json_response, state_errors
 from spork_cli.gateway.admin_state import add_state_api, breaker_rows
-from spork_cli.gateway.app import SERVER
 from spork_cli.gateway.dashboard import add_dashboard
 from spork_cli.gateway.keys import GATEWAY_TABLE, WORKERS, TableHolder
 from spork_cli.gateway.listening import listening
 from spork_cli.gateway.metrics import metrics_handler
 from spork_cli.gateway.table import route_rows
+from spork_cli.headers import SERVER
 
 if TYPE_CHECKING:
     from spork_cli.gateway.upstream import ServicePool

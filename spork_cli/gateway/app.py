@@ -33,6 +33,7 @@ from spork_cli.gateway.keys import (
 from spork_cli.gateway.metrics import UNMATCHED, GatewayMetrics, snapshots_ctx
 from spork_cli.gateway.reload import reloader_ctx
 from spork_cli.gateway.table import CompiledRoute, RouteTable
+from spork_cli.headers import SERVER
 from spork_cli.middleware.cors import PREFLIGHT
 from spork_cli.middleware.request_id import request_id
 from spork_cli.policies.breaker import BreakerCache
@@ -50,8 +51,6 @@ from spork_cli.state.outage import StateOutage
 from spork_cli.state.served import SOCKET_ENV, ServedStore
 
 log = structlog.get_logger("spork.gateway")
-
-SERVER = "spork"  # never a version: nothing to fingerprint
 
 
 CLIENT_CLOSED = 499

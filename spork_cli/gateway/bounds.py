@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 import structlog
 
+from spork_cli.headers import SERVER
 from spork_cli.middleware.request_id import request_id
 from spork_cli.problems import CONTENT_TYPE, problem_body
 
@@ -89,7 +90,7 @@ class Refusals:
             f"Content-Length: {len(body)}",
             "Connection: close",
             "Retry-After: 1",
-            "Server: spork",
+            f"Server: {SERVER}",
             f"X-Request-ID: {rid}",
             *(f"{name}: {value}" for name, value in self.edge_headers()),
         ]

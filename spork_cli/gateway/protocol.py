@@ -30,6 +30,7 @@ from yarl import URL
 from spork_cli.gateway.app import dispatch
 from spork_cli.gateway.bounds import DEFAULT_BOUNDS, LINGER, Bounds, Refusal, Refusals, head_size
 from spork_cli.gateway.keys import TABLE
+from spork_cli.headers import SERVER
 from spork_cli.middleware.body import BodyTimeout
 from spork_cli.middleware.request_id import request_id
 from spork_cli.middleware.security import NO_PAIRS, Pairs
@@ -245,7 +246,7 @@ class ProblemRequestHandler(RequestHandler):
             detail = _short(exc) or detail
         rid = request_id(None)
         # Said outright: aiohttp answers these as to an HTTP/1.0 request, where it goes unsaid.
-        headers = {"Server": "spork", "X-Request-ID": rid, "Connection": "close"}
+        headers = {"Server": SERVER, "X-Request-ID": rid, "Connection": "close"}
         # No request was parsed, so HSTS (which depends on how it arrived) is left out.
         headers.update(self.edge_headers())
         response = problem_response(status, slug, detail, rid, headers=headers)

@@ -219,9 +219,13 @@ class ServedStore:
         writer = self._writer
         if writer is None or writer.is_closing():
             writer = await self._connect()
+        frame = _dumps((method, args))
+        if len(frame) - _LENGTH.size > MAX_FRAME:
+            # Refused here, for this call alone: the supervisor would drop the connection.
+            raise StateError(f"{method}: {len(frame)} bytes is more than the store takes")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(future)
-        writer.write(_dumps((method, args)))
+        writer.write(frame)
         try:
             status, value = await asyncio.wait_for(future, timeout or self.timeout)
         except TimeoutError:

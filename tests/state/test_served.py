@@ -138,3 +138,16 @@ async def test_calls_sent_together_get_their_own_answers(
         by_key.setdefault(i % 3, []).append(result.remaining)
     assert by_key == {k: list(range(9, -1, -1)) for k in range(3)}
     await client.close()
+
+
+async def test_a_value_past_the_frame_limit_fails_alone(
+    served: tuple[StoreServer, MemoryStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = served
+    monkeypatch.setattr("spork_cli.state.served.MAX_FRAME", 1024)
+    client = ServedStore(State(), server.path)
+    with pytest.raises(StateError, match="more than the store takes"):
+        await client.cache_set("k", b"x" * 2048, 60, "m", 0)
+    await client.revoke("small", 60)  # the connection is still good
+    assert await client.is_revoked("small")
+    await client.close()
