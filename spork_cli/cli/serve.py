@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -76,6 +77,13 @@ def register(app: typer.Typer) -> None:
         from spork_cli import logs
         from spork_cli.gateway.server import install_loop, run
 
+        if not worker:
+            # Only a worker of this process's own supervisor uses its store and names it.
+            from spork_cli.gateway.heartbeat import SUPERVISOR_ENV
+            from spork_cli.state.served import SOCKET_ENV
+
+            os.environ.pop(SOCKET_ENV, None)
+            os.environ.pop(SUPERVISOR_ENV, None)
         path = config_file(ctx, config)
         cfg = load_for_serving(path, host, port, admin_port, workers)
         prepare = partial(

@@ -135,7 +135,10 @@ async def run(
             routes=len(config.routes),
             pid=os.getpid(),
         )
+        orphan = asyncio.create_task(_stop_when_orphaned(stop)) if worker else None
         await stop.wait()
+        if orphan is not None:
+            orphan.cancel()
         if worker:
             unmark_listening()  # draining: no longer counted as serving
         log.info("shutting down: draining in-flight requests", timeout=drain)
@@ -176,6 +179,19 @@ def _descriptors_for(connections: int) -> None:
             limit=ceiling,
             needed=want,
         )
+
+
+ORPHAN_CHECK = 1.0  # seconds between a worker's looks at whether its supervisor is alive
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died drains and exits, rather than keep the port without the
+    admin listener, the health checks and (with memory state) the store it shared."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK)  # polling the parent: there is no event to await
+    log.error("the supervisor is gone; this worker stops", supervisor=parent)
+    stop.set()
 
 
 def _host(host: str) -> str:

@@ -29,6 +29,7 @@ import structlog
 from spork_cli import state as state_types
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
+from spork_cli.state.memory_limiter import LimiterFull
 
 log = structlog.get_logger("spork.state")
 
@@ -141,6 +142,9 @@ class StoreServer:
             return ("ok", await getattr(self.store, method)(*args))
         except ValueError as exc:
             return ("value", str(exc))
+        except LimiterFull as exc:
+            # A refusal, not an outage: the worker refuses the new client as one process does.
+            return ("full", (str(exc), exc.retry_after))
         except StateError as exc:
             return ("state", str(exc))
         except Exception as exc:  # never take the supervisor down for one call
@@ -159,6 +163,8 @@ class ServedStore:
         self.path = path
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        # The calls sent on the current connection and not answered yet, in order; a new
+        # connection starts a new queue, so no answer can reach a call of another one.
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._connecting: asyncio.Lock | None = None
 
@@ -193,25 +199,35 @@ class ServedStore:
             except (OSError, TimeoutError) as exc:
                 raise StateError(f"the supervisor's state store at {self.path}: {exc}") from exc
             self._writer = writer
-            self._reader_task = asyncio.create_task(self._answers(reader, writer))
+            pending: deque[asyncio.Future[Any]] = deque()
+            self._pending = pending
+            self._reader_task = asyncio.create_task(self._answers(reader, writer, pending))
             return writer
 
-    async def _answers(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _answers(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pending: deque[asyncio.Future[Any]],
+    ) -> None:
         try:
             while True:
                 answer = await _read_frame(reader)
-                future = self._pending.popleft()
+                future = pending.popleft()  # IndexError: an answer nobody asked for
                 if not future.done():
                     future.set_result(answer)
-        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever ends this connection ends it for its calls
             if self._writer is writer:
                 self._writer = None
             writer.close()
-            self._fail(StateError(f"the supervisor's state store went away: {exc!r}"))
+            self._fail(StateError(f"the supervisor's state store went away: {exc!r}"), pending)
 
-    def _fail(self, error: StateError) -> None:
-        while self._pending:
-            future = self._pending.popleft()
+    def _fail(self, error: StateError, pending: deque[asyncio.Future[Any]] | None = None) -> None:
+        pending = self._pending if pending is None else pending
+        while pending:
+            future = pending.popleft()
             if not future.done():
                 future.set_exception(error)
 
@@ -224,7 +240,7 @@ class ServedStore:
             # Refused here, for this call alone: the supervisor would drop the connection.
             raise StateError(f"{method}: {len(frame)} bytes is more than the store takes")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(future)
+        self._pending.append(future)  # the queue of the connection `writer` belongs to
         writer.write(frame)
         try:
             status, value = await asyncio.wait_for(future, timeout or self.timeout)
@@ -234,6 +250,9 @@ class ServedStore:
             return value
         if status == "value":
             raise ValueError(value)
+        if status == "full":
+            message, retry_after = value
+            raise LimiterFull(message, retry_after)
         raise StateError(value)
 
     async def ping(self, timeout: float | None = None) -> None:

@@ -166,6 +166,21 @@ async def test_a_killed_worker_is_replaced(
     assert await server.stop(signal.SIGTERM, timeout=20) == 0, server.output()
 
 
+async def test_workers_stop_when_their_supervisor_dies(
+    tmp_path: Path, upstream: Upstream, spork_server: StartSpork
+) -> None:
+    """Killed at once (the OOM killer would), the supervisor takes the admin listener, the
+    health checks and the shared store with it: its workers drain and leave the port."""
+    server, _ = await start_workers(tmp_path, upstream, spork_server)
+    workers = await worker_pids(server)
+    os.kill(server.pid, signal.SIGKILL)
+    await eventually(
+        lambda: all(gone(pid) for pid in workers), timeout=15, what="every worker gone"
+    )
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((LOOPBACK, server.port), timeout=1).close()
+
+
 async def _short(readiness: Callable[[], Awaitable[tuple[int, object]]]) -> object:
     answer = await readiness()
     return answer if answer[0] == 503 else None

@@ -18,6 +18,7 @@ import pytest
 from spork_cli.config.model import State
 from spork_cli.errors import StateError
 from spork_cli.state.memory import MemoryStore
+from spork_cli.state.memory_limiter import LimiterFull
 from spork_cli.state.served import ServedStore, StoreServer
 
 
@@ -151,3 +152,19 @@ async def test_a_value_past_the_frame_limit_fails_alone(
     await client.revoke("small", 60)  # the connection is still good
     assert await client.is_revoked("small")
     await client.close()
+
+
+async def test_a_full_limiter_is_a_refusal_in_a_worker_as_in_one_process(tmp_path: Path) -> None:
+    """No room for a new client is LimiterFull (refused whatever on_error says), never an
+    outage that on_error = "open" would let through."""
+    memory = MemoryStore(State(max_keys=100))
+    server = StoreServer(memory, str(tmp_path / "state.sock"))
+    await server.start()
+    client = ServedStore(State(), server.path)
+    for i in range(100):
+        assert (await client.rate_limit(f"spork:{{rl:r:c{i}}}", "gcra", 5, 60, 0)).allowed
+    with pytest.raises(LimiterFull) as refused:
+        await client.rate_limit("spork:{rl:r:new}", "gcra", 5, 60, 0)
+    assert 0 < refused.value.retry_after <= 60
+    await client.close()
+    await server.close()
