@@ -128,7 +128,8 @@ async def _supervise(
         store = shadow_app[TABLE].resources.store
         if store is not None and store.backend == "memory":
             # The workers' one memory store: this process holds it, they call it.
-            served = StoreServer(store, str(Path(os.environ[MULTIPROCESS_ENV]) / "state.sock"))
+            path = str(Path(os.environ[MULTIPROCESS_ENV]) / "state.sock")
+            served = StoreServer(store, path, children_only=True)
             await served.start()
             env[SOCKET_ENV] = served.path
         env[SUPERVISOR_ENV] = shadow_app[INSTANCE]

@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import pickle
+import socket
 import struct
 from collections import deque
 from collections.abc import Mapping
@@ -97,9 +98,14 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 class StoreServer:
     """Serves ``store``'s primitives on the Unix socket ``path`` (in the supervisor)."""
 
-    def __init__(self, store: state_types.StateStore, path: str) -> None:
+    def __init__(
+        self, store: state_types.StateStore, path: str, *, children_only: bool = False
+    ) -> None:
         self.store = store
         self.path = path
+        # Answer only this process's own children (the workers), by the peer's credentials:
+        # another process of the same user cannot read or change the state.
+        self.children_only = children_only
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -117,6 +123,10 @@ class StoreServer:
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.children_only and not _is_child(writer):
+            log.warning("refused a state connection from outside this gateway's workers")
+            writer.close()
+            return
         self._connections.add(writer)
         try:
             while True:
@@ -150,6 +160,25 @@ class StoreServer:
         except Exception as exc:  # never take the supervisor down for one call
             log.exception("a state call failed", method=method)
             return ("state", f"{method} failed: {exc}")
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _is_child(writer: asyncio.StreamWriter) -> bool:
+    """Whether the peer of this Unix socket connection is a child of this process (Linux's
+    SO_PEERCRED; where it is missing, the directory's 0700 alone guards the socket)."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    sock = writer.get_extra_info("socket")
+    if peercred is None or sock is None:
+        return True
+    pid, _, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, peercred, _PEERCRED.size))
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            parent = int(stat.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return False
+    return parent == os.getpid()
 
 
 class ServedStore:

@@ -168,3 +168,17 @@ async def test_a_full_limiter_is_a_refusal_in_a_worker_as_in_one_process(tmp_pat
     assert 0 < refused.value.retry_after <= 60
     await client.close()
     await server.close()
+
+
+async def test_only_the_servers_own_children_are_answered(tmp_path: Path) -> None:
+    """The supervisor answers its workers alone: another process of the same user (here this
+    test, which is not a child of the server's process) is refused without an answer."""
+    memory = MemoryStore(State())
+    await memory.revoke("secret", 60)
+    server = StoreServer(memory, str(tmp_path / "state.sock"), children_only=True)
+    await server.start()
+    client = ServedStore(State(timeout="500ms"), server.path)
+    with pytest.raises(StateError):
+        await client.is_revoked("secret")
+    await client.close()
+    await server.close()
