@@ -252,6 +252,8 @@ async def _relay_h1(
 ) -> web.StreamResponse:
     headers = CIMultiDict(upstream.headers)
     capture = request.get(CAPTURE)
+    if capture is not None:
+        capture.headers = CIMultiDict(headers)
     if upstream.body is not None:
         if request.method == "HEAD" or upstream.status in (204, 304):
             return await _without_body(request, upstream.status, upstream.reason, headers, capture)
@@ -300,6 +302,8 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.
     length = upstream.content_length
     response: web.StreamResponse | None = None
     capture = request.get(CAPTURE)
+    if capture is not None:
+        capture.headers = CIMultiDict(headers)
     try:
         if request.method == "HEAD" or upstream.status in (204, 304):
             return await _without_body(request, upstream.status, upstream.reason, headers, capture)

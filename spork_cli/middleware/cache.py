@@ -491,7 +491,8 @@ class RouteCache:
             return None, updated
         self.count(request, "MISS")
         if entry is not None and request.method == "HEAD" and response.status == 200:
-            await self.head_checked(response, full_key, marker, target, entry, asked, now, delay)
+            origin = capture.headers if capture.headers is not None else response.headers
+            await self.head_checked(origin, full_key, marker, target, entry, asked, now, delay)
             return response, None
         made = self.storable(request, response, capture, now, delay)
         if made is not None:
@@ -502,7 +503,7 @@ class RouteCache:
 
     async def head_checked(
         self,
-        response: web.StreamResponse,
+        given: MultiMapping[str],
         full_key: str,
         marker: str,
         target: StateStore,
@@ -511,11 +512,10 @@ class RouteCache:
         now: float,
         delay: float,
     ) -> None:
-        """A HEAD's 200 for a stored GET (RFC 9111 4.3.5): the same representation (its
-        validators, length and type agree) refreshes the entry's headers; another one means
-        the entry is out of date, and it goes. (A client chooses when a HEAD is asked: it must
-        not be able to retype what others are served.)"""
-        given = response.headers
+        """A HEAD's 200 for a stored GET (RFC 9111 4.3.5), ``given`` its upstream's head: the
+        same representation (its validators, length and type agree) refreshes the entry's
+        headers; another one means the entry is out of date, and it goes. (A client chooses
+        when a HEAD is asked: it must not be able to retype what others are served.)"""
         length = given.get("Content-Length")
         same = (
             entry.fresh.validator
@@ -554,7 +554,8 @@ class RouteCache:
     ) -> Entry | None:
         if request.method != "GET":
             return None
-        fresh = freshness(response.status, response.headers, self.policy, now, delay)
+        head = capture.headers if capture.headers is not None else response.headers
+        fresh = freshness(response.status, head, self.policy, now, delay)
         if fresh is None:
             return None
         if isinstance(response, web.Response) and not response.prepared:
@@ -567,7 +568,7 @@ class RouteCache:
                 return None
         # What the gateway added for this request alone (rate limits) is not stored.
         skip = tuple(request.get(RESPONSE_HEADERS) or ())
-        return Entry.of(response.status, response.reason, response.headers, body, fresh, skip)
+        return Entry.of(response.status, response.reason, head, body, fresh, skip)
 
     def refresh_later(
         self,

@@ -533,7 +533,16 @@ class Entry:
 class Capture:
     """The body of a streamed response, collected while it is relayed, up to ``limit``."""
 
-    __slots__ = ("chunks", "complete", "detached", "hold", "limit", "on_stream", "size")
+    __slots__ = (
+        "chunks",
+        "complete",
+        "detached",
+        "headers",
+        "hold",
+        "limit",
+        "on_stream",
+        "size",
+    )
 
     def __init__(
         self,
@@ -553,6 +562,9 @@ class Capture:
         self.size = 0
         self.chunks: list[bytes] | None = []
         self.complete = False
+        # The upstream's head as the proxy relays it, before the gateway finishes it for this
+        # client (security, CORS, rate limits, edits): what is stored is what the origin said.
+        self.headers: MultiMapping[str] | None = None
 
     def add(self, chunk: bytes) -> None:
         if self.chunks is None:

@@ -40,6 +40,7 @@ from tests.support import (
 )
 
 SECRET = "http-caching-suite-secret-" + "c" * 40
+APP = "http://app.test"
 
 ROUTES = {
     # prefix: the route's [routes.cache] (inline table) and other route lines
@@ -67,6 +68,8 @@ def config_text(port: int, admin_port: int, upstream: str, state: str) -> str:
         # A claim of its own goes upstream: entries are kept apart by it too.
         'forward_claims = { sub = "X-User-Id", roles = "X-User-Roles", tenant = "X-Tenant" }\n',
         "[logging]\naccess_log = false\n",
+        # Answers to this origin carry CORS headers for its client alone: never stored.
+        f'[cors]\nallow_origins = ["{APP}"]\n',
         state,
         f'[[services]]\nname = "origin"\nendpoints = ["{upstream}"]\n'
         "retries = { attempts = 0 }\n",
@@ -624,6 +627,31 @@ async def test_a_heads_answer_refreshes_the_stored_get_or_drops_it(
     untyped = await ask(http, caching, "d", f"{retyped}?size=100&length=1", **stale_ok)
     assert served(kept, gone, untyped) == ["HIT", "MISS", "MISS"]
     assert origin.calls(same) == 2 and origin.calls(changed) == 3 and origin.calls(retyped) == 3
+
+
+async def test_what_the_gateway_added_for_one_client_is_never_stored(
+    http: aiohttp.ClientSession, caching: Caching, name: str
+) -> None:
+    """An answer streamed to a client (its head already finished for it: CORS for its origin,
+    its request id) and a HEAD that refreshes a stored GET both leave the entry as the origin
+    said it: the next client, from no origin, gets no other client's CORS answer."""
+    origin = caching.origin
+    streamed, refreshed = f"/bytes/{name}", f"/bytes/{name}-h"
+    origin.respond(streamed, "Cache-Control: max-age=60")
+    first = await ask(http, caching, "d", f"{streamed}?size=300000", Origin=APP)
+    assert first.cache == "MISS" and first.headers["Access-Control-Allow-Origin"] == APP
+    origin.respond(refreshed, "Cache-Control: max-age=0", 'ETag: "v1"')
+    assert (await ask(http, caching, "d", f"{refreshed}?size=100&length=1")).cache == "MISS"
+    origin.respond(refreshed, "Cache-Control: max-age=60", 'ETag: "v1"')
+    head = await ask(
+        http, caching, "d", f"{refreshed}?size=100&length=1", method="HEAD", Origin=APP
+    )
+    assert head.status == 200 and head.headers["Access-Control-Allow-Origin"] == APP
+    for path in (f"{streamed}?size=300000", f"{refreshed}?size=100&length=1"):
+        again = await ask(http, caching, "d", path)
+        assert again.cache == "HIT", path
+        assert "Access-Control-Allow-Origin" not in again.headers, path
+        assert again.headers["X-Request-ID"] != first.headers["X-Request-ID"]
 
 
 @pytest.mark.observes("routes.cache.keep")
