@@ -15,6 +15,8 @@ never a traceback; and each connection is held to the listener's bounds (bounds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
@@ -67,6 +69,7 @@ class ProblemRequestHandler(RequestHandler):
     _body_checked = 0.0  # when _body_check last ran
     _counted = 0  # _request_count as data_received last left it
     _refused = False  # answered already: nothing more is read
+    _gone: asyncio.Event | None = None  # set when the connection is lost (a lingering close)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -74,6 +77,8 @@ class ProblemRequestHandler(RequestHandler):
         self._head_timer = self._loop.call_later(self.bounds.header_timeout, self._head_late)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._gone is not None:
+            self._gone.set()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -210,8 +215,26 @@ class ProblemRequestHandler(RequestHandler):
     ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
         # Not a coroutine itself: the usual answer (its body read to the end) costs no frame.
         if request.content.is_eof():
+            if self._refused:
+                return self._finish_refused(request, resp, start_time)
             return super().finish_response(request, resp, start_time)
         return self._finish_early(request, resp, start_time)
+
+    async def _finish_refused(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """A head refused (408, 431) while the client may still be sending it: the answer,
+        then the end of our side, then what still comes is read and dropped for ``LINGER`` at
+        most before the connection closes (a lingering close, as nginx's): closed with unread
+        bytes, the socket would reset the connection, and the client could lose the answer."""
+        result = await super().finish_response(request, resp, start_time)
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            self._gone = asyncio.Event()
+            transport.write_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gone.wait(), LINGER)
+        return result
 
     async def _finish_early(
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
